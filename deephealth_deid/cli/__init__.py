@@ -1,0 +1,54 @@
+"""The ``deid`` command: one entry point, one module per subcommand.
+
+Each subcommand module has ``main(argv: list[str] | None = None) -> int`` so it
+can be called from Python and from tests. Heavy imports (engines) happen inside
+the commands, so ``deid --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .._version import __version__
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+#: Subcommand name -> (module, one-line summary).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("deephealth_deid.cli.demo", "run the pipeline on a built-in example and write the results"),
+    "info": ("deephealth_deid.cli.info", "describe a volume or image: format, shape, spacing, orientation"),
+    "convert": ("deephealth_deid.cli.convert", "read a volume or image and write it (e.g. DICOM series to NIfTI)"),
+    "dataset": ("deephealth_deid.cli.dataset", "build, check or describe DeepHealth YAML datasets"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in SUBCOMMANDS)
+    lines = [
+        "usage: deid [--version] [--help] COMMAND [ARGS...]",
+        "",
+        "De-identify medical images (deephealth_deid).",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
+    lines += ["", "Run 'deid COMMAND --help' for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``deid`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"deid (deephealth_deid) {__version__}")
+        return 0
+    name = args[0]
+    if name not in SUBCOMMANDS:
+        print(f"deid: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(args[1:]))

@@ -1,0 +1,63 @@
+"""What every subcommand shares: argument parsing, logging set-up and error reporting."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from ..errors import DeidError
+
+__all__ = ["make_parser", "run"]
+
+log = logging.getLogger("deephealth_deid")
+
+
+def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An ``argparse`` parser for ``deid PROG`` with ``--quiet`` and ``--verbose``."""
+    parser = argparse.ArgumentParser(prog=f"deid {prog}", description=description)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    group.add_argument("-v", "--verbose", action="store_true", help="print debugging messages")
+    return parser
+
+
+def run(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    command: Callable[[argparse.Namespace], int | None],
+) -> int:
+    """Parse ``argv``, set up logging, run ``command`` and turn errors into exit codes.
+
+    Exit codes: 0 success, 1 a :class:`DeidError` (message on stderr), 2 bad
+    usage (argparse), 130 interrupted.
+    """
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as e:  # argparse exits on --help (0) and on bad usage (2)
+        return int(e.code or 0)
+    level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    _configure_logging(level)
+    try:
+        return int(command(args) or 0)
+    except DeidError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _configure_logging(level: int) -> None:
+    root = logging.getLogger("deephealth_deid")
+    root.setLevel(level)
+    if not any(getattr(h, "_deid_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler._deid_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    for h in root.handlers:
+        if getattr(h, "_deid_cli", False):
+            h.setLevel(level)
+            h.stream = sys.stderr  # follow redirection (tests capture stderr)

@@ -1,0 +1,182 @@
+"""The public readers and writers: choose a format from the content, then delegate."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import UnsupportedInputError, WrongKindError, OutputError
+from ._files import check_input_file, check_output
+from ._sniff import sniff
+from .image import Image
+from .volume import Volume
+
+__all__ = ["load_volume", "save_volume", "load_image", "save_image"]
+
+PathLike = str | os.PathLike[str]
+_RASTER = ("png", "jpeg", "tiff")
+
+
+def load_volume(
+    path: PathLike,
+    *,
+    index: int | None = None,
+    series_uid: str | None = None,
+    allow_uneven: bool = False,
+    reader: str = "builtin",
+) -> Volume:
+    """Read a head volume from a NIfTI file, a DICOM series or an Enhanced DICOM file.
+
+    Args:
+        path: A ``.nii``/``.nii.gz`` file; a folder holding a DICOM series
+            (searched recursively); one file of a DICOM series (the rest of its
+            series is read from the same folder); or an Enhanced (multi-frame)
+            MR/CT DICOM file.
+        index: For a 4D NIfTI file, the volume to read (0-based).
+        series_uid: For a folder holding several series, the SeriesInstanceUID
+            of the one to read.
+        allow_uneven: Accept a DICOM series whose slice spacing varies by more
+            than the tolerance; the affine then uses the mean step and a
+            warning says by how much positions may be off.
+        reader: ``'builtin'`` (nibabel/pydicom) or ``'ecvl'`` (pixel data read
+            by ECVL through pyecvl; the geometry and source still come from
+            the built-in reader, which checks they agree).
+
+    Returns:
+        The volume, in the array order of the source, with its RAS affine.
+
+    Raises:
+        InputNotFoundError, CorruptInputError, UnsupportedInputError,
+        WrongKindError, InvalidDataError, TooLargeError, SeriesError,
+        DecoderUnavailableError: see :mod:`deephealth_deid.errors`.
+
+    Example:
+        >>> vol = load_volume("head.nii.gz")  # doctest: +SKIP
+        >>> vol.shape, vol.spacing, vol.axcodes  # doctest: +SKIP
+        ((188, 256, 190), (0.88, 0.88, 0.88), ('R', 'A', 'S'))
+    """
+    p = check_input_file(path)
+    if reader not in ("builtin", "ecvl"):
+        raise ValueError(f"reader must be 'builtin' or 'ecvl', got {reader!r}")
+    kind = sniff(p)
+    if kind == "nifti":
+        from .nifti import read_nifti
+
+        vol = read_nifti(p, index=index)
+    elif kind in ("dir", "dicom"):
+        from .dicom_volume import read_dicom_volume
+
+        vol = read_dicom_volume(p, series_uid=series_uid, allow_uneven=allow_uneven)
+    elif kind in _RASTER:
+        raise WrongKindError(f"{p}: a 2D {kind.upper()} image, not a volume; use load_image")
+    else:
+        raise UnsupportedInputError(
+            f"{p}: not a NIfTI or DICOM file (unrecognised content); "
+            "volumes are read from .nii/.nii.gz files and DICOM series"
+        )
+    if reader == "ecvl":
+        from .ecvl import reread_with_ecvl
+
+        vol = reread_with_ecvl(vol)
+    return vol
+
+
+def save_volume(volume: Volume, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write a volume, in its source's format unless the path asks for NIfTI.
+
+    A path ending in ``.nii`` or ``.nii.gz`` writes NIfTI (keeping the source
+    NIfTI header when there is one). Otherwise a volume read from a DICOM
+    series is written as a DICOM series into the folder ``path``, and one read
+    from an Enhanced DICOM file as one Enhanced file at ``path``; every
+    attribute of the source is kept except the pixel data and what a derived
+    image must change (see :data:`deephealth_deid.io.dicom_volume.CHANGED_ATTRIBUTES`).
+
+    Writing is atomic, never touches the volume's own source files, and refuses
+    an existing output unless ``overwrite`` is true.
+
+    Returns:
+        The path written.
+    """
+    p = Path(path)
+    src_path = volume.path
+    fmt = volume.format
+    is_nifti = p.name.lower().endswith((".nii", ".nii.gz"))
+    check_output(p, overwrite=overwrite, inputs=(src_path, *_source_files(volume)))
+    if is_nifti:
+        from .nifti import write_nifti
+
+        write_nifti(volume, p)
+    elif fmt in ("dicom-series", "dicom-enhanced"):
+        from .dicom_volume import write_dicom_volume
+
+        write_dicom_volume(volume, p)
+    else:
+        raise OutputError(
+            f"{p}: a {fmt} volume is written as NIfTI; give a path ending in .nii or .nii.gz"
+        )
+    return p
+
+
+def load_image(path: PathLike) -> Image:
+    """Read a 2D image: a DICOM file (single or multi-frame), PNG, JPEG or TIFF.
+
+    DICOM pixel data is decoded (JPEG baseline/lossless, JPEG 2000, RLE), YBR is
+    converted to RGB, MONOCHROME1 and PALETTE COLOR keep their meaning (see
+    :class:`Image`). Overlays (60xx) stay in the source and are written back.
+
+    Raises:
+        WrongKindError: For a NIfTI file, a DICOM series folder or an Enhanced
+            MR/CT volume (use :func:`load_volume`).
+        DecoderUnavailableError: Compressed pixel data that no installed
+            decoder reads; the message says what to install.
+
+    Example:
+        >>> img = load_image("us.dcm")  # doctest: +SKIP
+        >>> img.n_frames, img.photometric  # doctest: +SKIP
+        (1, 'RGB')
+    """
+    p = check_input_file(path)
+    kind = sniff(p)
+    if kind == "dicom":
+        from .dicom_image import read_dicom_image
+
+        return read_dicom_image(p)
+    if kind in _RASTER:
+        from .raster import read_raster
+
+        return read_raster(p, kind)
+    if kind in ("nifti", "dir"):
+        what = "a NIfTI volume" if kind == "nifti" else "a folder (a DICOM series is a volume)"
+        raise WrongKindError(f"{p}: {what}, not a 2D image; use load_volume")
+    raise UnsupportedInputError(
+        f"{p}: not a DICOM, PNG, JPEG or TIFF file (unrecognised content)"
+    )
+
+
+def save_image(image: Image, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write an image: DICOM if it came from DICOM, else by the path's suffix.
+
+    DICOM is written uncompressed (Explicit VR Little Endian) with attributes
+    consistent with the pixel data and every other attribute kept. PNG and TIFF
+    are lossless; JPEG output is refused unless the image came from a JPEG
+    (it would change pixels that were not redacted).
+
+    Returns:
+        The path written.
+    """
+    p = Path(path)
+    check_output(p, overwrite=overwrite, inputs=(image.path,))
+    if image.format == "dicom":
+        from .dicom_image import write_dicom_image
+
+        write_dicom_image(image, p)
+    else:
+        from .raster import write_raster
+
+        write_raster(image, p)
+    return p
+
+
+def _source_files(volume: Volume) -> tuple[Path, ...]:
+    files = getattr(volume.source, "files", None)
+    return tuple(files) if files else ()

@@ -1,0 +1,33 @@
+"""Shared fixtures: real files shipped in tests/data and small synthetic volumes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def chris_t1() -> Path:
+    """A real T1 head (NiiVue demo, BSD-2), 0.88 mm, RAS, uint8."""
+    return DATA / "heads" / "chris_t1.nii.gz"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skip (or fail where the CI demands it) when missing."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("DEID_REQUIRE_TOOLS"):
+            pytest.fail(f"{name} is required here (DEID_REQUIRE_TOOLS is set) but not on PATH")
+        pytest.skip(f"{name} is not on PATH (Debian: apt-get install dicom3tools)")
+    return path

@@ -1,0 +1,143 @@
+"""Every kind of bad input gets a DeidError subclass naming the file, and leaves no output."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+import deephealth_deid as dd
+from deephealth_deid import errors
+from deephealth_deid.cli import main as deid
+
+
+def _assert_names(exc: pytest.ExceptionInfo, path) -> None:
+    assert str(path) in str(exc.value)
+
+
+def test_missing_path(tmp_path):
+    p = tmp_path / "nope.nii.gz"
+    with pytest.raises(errors.InputNotFoundError) as exc:
+        dd.load_volume(p)
+    _assert_names(exc, p)
+    with pytest.raises(errors.InputNotFoundError):
+        dd.load_image(p)
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.nii.gz"
+    p.touch()
+    with pytest.raises(errors.CorruptInputError, match="empty") as exc:
+        dd.load_volume(p)
+    _assert_names(exc, p)
+
+
+def test_truncated_nii_gz(tmp_path, chris_t1):
+    p = tmp_path / "cut.nii.gz"
+    p.write_bytes(chris_t1.read_bytes()[: 200_000])
+    with pytest.raises(errors.CorruptInputError, match="truncated|damaged") as exc:
+        dd.load_volume(p)
+    _assert_names(exc, p)
+
+
+def test_truncated_uncompressed_nii(tmp_path, rng):
+    src = tmp_path / "full.nii"
+    nib.save(nib.Nifti1Image(rng.integers(0, 9, (20, 20, 20)).astype(np.int16), np.eye(4)), src)
+    p = tmp_path / "cut.nii"
+    p.write_bytes(src.read_bytes()[:5000])
+    with pytest.raises(errors.CorruptInputError):
+        dd.load_volume(p)
+
+
+def test_text_file_named_nii(tmp_path):
+    p = tmp_path / "notes.nii"
+    p.write_text("patient scanned on a Tuesday\n" * 20)
+    with pytest.raises(errors.UnsupportedInputError, match="not a NIfTI or DICOM") as exc:
+        dd.load_volume(p)
+    _assert_names(exc, p)
+
+
+def test_gzip_of_text_named_nii_gz(tmp_path):
+    p = tmp_path / "notes.nii.gz"
+    p.write_bytes(gzip.compress(b"hello " * 500))
+    with pytest.raises(errors.UnsupportedInputError):
+        dd.load_volume(p)
+
+
+def test_nan_and_inf_voxels(tmp_path):
+    data = np.ones((4, 4, 4), np.float32)
+    data[1, 2, 3] = np.nan
+    data[0, 0, 0] = np.inf
+    p = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), p)
+    with pytest.raises(errors.InvalidDataError, match="2 voxels are NaN or infinite"):
+        dd.load_volume(p)
+
+
+def _raw_header(shape, datatype=4, bitpix=16) -> bytes:
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.int16)
+    hdr.set_data_shape((1, 1, 1))
+    block = bytearray(hdr.binaryblock)
+    dims = [len(shape), *shape] + [1] * (7 - len(shape))
+    block[40:56] = struct.pack("<8h", *dims)
+    block[344:348] = b"n+1\x00"
+    return bytes(block) + b"\x00" * 4
+
+
+def test_zero_sized_axis(tmp_path):
+    p = tmp_path / "zero.nii"
+    p.write_bytes(_raw_header((10, 0, 10)))
+    with pytest.raises(errors.InvalidDataError, match="zero-sized axis"):
+        dd.load_volume(p)
+
+
+def test_too_large_for_memory_is_refused_before_reading(tmp_path):
+    # 32000^3 int16 voxels = 61 TiB: the header alone says so; the file is tiny.
+    p = tmp_path / "huge.nii"
+    p.write_bytes(_raw_header((32000, 32000, 32000)) + b"\x00" * 1000)
+    with pytest.raises(errors.TooLargeError, match="GiB") as exc:
+        dd.load_volume(p)
+    _assert_names(exc, p)
+
+
+def test_2d_image_where_a_volume_is_needed(tmp_path):
+    png = tmp_path / "xray.png"
+    PILImage.fromarray(np.zeros((16, 16), np.uint8)).save(png)
+    with pytest.raises(errors.WrongKindError, match="load_image"):
+        dd.load_volume(png)
+    flat = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 1), np.int16), np.eye(4)), flat)
+    with pytest.raises(errors.WrongKindError, match="2D"):
+        dd.load_volume(flat)
+
+
+def test_volume_where_a_2d_image_is_needed(tmp_path, chris_t1):
+    with pytest.raises(errors.WrongKindError, match="load_volume"):
+        dd.load_image(chris_t1)
+    with pytest.raises(errors.WrongKindError, match="load_volume"):
+        dd.load_image(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: d / "nope.nii.gz",
+        lambda d: (d / "empty.nii").write_bytes(b"") and d / "empty.nii",
+        lambda d: (d / "t.nii").write_text("x" * 400) and d / "t.nii",
+    ],
+    ids=["missing", "empty", "text"],
+)
+def test_cli_exits_nonzero_with_message_and_no_output(tmp_path, capsys, make):
+    src = make(tmp_path)
+    out = tmp_path / "out.nii.gz"
+    code = deid(["convert", str(src), str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "error" in err and str(src) in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,76 @@
+"""The package as a user meets it: a light import, the deid command, the demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import deephealth_deid as dd
+from deephealth_deid.cli import SUBCOMMANDS
+from deephealth_deid.cli import main as deid
+
+
+def test_import_does_not_import_engines():
+    code = (
+        "import sys, deephealth_deid; "
+        "heavy = [m for m in ('torch', 'pyeddl', 'pyecvl', 'tensorflow', 'onnxruntime') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_api_names():
+    for name in ("load_volume", "save_volume", "load_image", "save_image", "Volume", "Image", "DeidError"):
+        assert name in dd.__all__ and hasattr(dd, name)
+    assert issubclass(dd.errors.WrongKindError, dd.DeidError)
+
+
+def test_console_script_version_and_help():
+    out = subprocess.run([sys.executable, "-m", "deephealth_deid", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and dd.__version__ in out.stdout
+    out = subprocess.run([sys.executable, "-m", "deephealth_deid", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_has_help(name, capsys):
+    assert deid([name, "--help"]) == 0
+    assert f"deid {name}" in capsys.readouterr().out
+
+
+def test_unknown_subcommand_is_an_error(capsys):
+    assert deid(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_demo_writes_a_labelled_head_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert deid(["demo", str(out), "-q"]) == 0
+    head = nib.load(out / "head.nii.gz")
+    labels = np.asanyarray(nib.load(out / "head_labels.nii.gz").dataobj)
+    assert head.shape == labels.shape
+    # every identifying feature is present in the example, and the preview exists
+    assert set(np.unique(labels)) >= {1, 2, 3, 4}
+    assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = (out / "head.nii.gz").read_bytes()
+    assert deid(["demo", str(out), "-q"]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert (out / "head.nii.gz").read_bytes() == before
+    assert deid(["demo", str(out), "-q", "--force"]) == 0
+
+
+def test_convert_and_info_on_the_real_head(tmp_path, chris_t1, capsys):
+    dst = tmp_path / "copy.nii"
+    assert deid(["convert", str(chris_t1), str(dst), "-q"]) == 0
+    assert np.array_equal(nib.load(dst).get_fdata(), nib.load(chris_t1).get_fdata())
+    assert deid(["convert", str(chris_t1), str(dst), "-q"]) == 1
+    assert deid(["info", str(dst), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"orientation": "RAS"' in out and '"shape": [188, 256, 190]' in out

@@ -35,9 +35,7 @@ FEATURES: dict[int, str] = {1: "eyes", 2: "nose", 3: "mouth", 4: "ears"}
 _T1 = {0: 0, 1: 520, 2: 520, 3: 540, 4: 500, 5: 520, 6: 820, 7: 120, 8: 180, 9: 700, 10: 160, 11: 10}
 
 
-def make_phantom_head(
-    *, spacing: float = 1.5, noise: float = 12.0, seed: int = 0
-) -> tuple[Volume, Volume]:
+def make_phantom_head(*, spacing: float = 1.5, noise: float = 12.0, seed: int = 0) -> tuple[Volume, Volume]:
     """Make a T1-like head and its label map, RAS, isotropic ``spacing`` mm.
 
     Args:

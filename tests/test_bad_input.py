@@ -38,8 +38,8 @@ def test_empty_file(tmp_path):
 
 def test_truncated_nii_gz(tmp_path, chris_t1):
     p = tmp_path / "cut.nii.gz"
-    p.write_bytes(chris_t1.read_bytes()[: 200_000])
-    with pytest.raises(errors.CorruptInputError, match="truncated|damaged") as exc:
+    p.write_bytes(chris_t1.read_bytes()[:200_000])
+    with pytest.raises(errors.CorruptInputError, match=r"truncated|damaged") as exc:
         dd.load_volume(p)
     _assert_names(exc, p)
 

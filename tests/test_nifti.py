@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import deephealth_deid as dd
-from deephealth_deid.errors import OutputExistsError, OutputError, WrongKindError
+from deephealth_deid.errors import OutputError, OutputExistsError, WrongKindError
 
 
 def _stored_bytes(path: Path) -> bytes:
@@ -29,7 +29,7 @@ def _orientations() -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
 def test_round_trip_is_bit_exact_in_all_48_orientations(tmp_path, rng, perm, flips):
     data = rng.integers(-2000, 2000, size=(7, 8, 9)).astype(np.int16)
     rot = np.zeros((3, 3))
-    for col, (axis, sign) in enumerate(zip(perm, flips)):
+    for col, (axis, sign) in enumerate(zip(perm, flips, strict=True)):
         rot[axis, col] = sign * (0.8 + 0.3 * col)
     affine = np.eye(4)
     affine[:3, :3] = rot
@@ -122,7 +122,7 @@ def test_4d_needs_an_index(tmp_path):
     nib.save(nib.Nifti1Image(data, np.eye(4)), src)
     with pytest.raises(WrongKindError, match="4D file with 6 volumes"):
         dd.load_volume(src)
-    with pytest.raises(WrongKindError, match="outside 0..5"):
+    with pytest.raises(WrongKindError, match=r"outside 0\.\.5"):
         dd.load_volume(src, index=6)
     vol = dd.load_volume(src, index=2)
     assert np.array_equal(vol.array, data[..., 2])

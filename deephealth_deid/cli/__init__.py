@@ -18,7 +18,10 @@ __all__ = ["main", "SUBCOMMANDS"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("deephealth_deid.cli.demo", "run the pipeline on a built-in example and write the results"),
     "info": ("deephealth_deid.cli.info", "describe a volume or image: format, shape, spacing, orientation"),
-    "convert": ("deephealth_deid.cli.convert", "read a volume or image and write it (e.g. DICOM series to NIfTI)"),
+    "convert": (
+        "deephealth_deid.cli.convert",
+        "read a volume or image and write it (e.g. DICOM series to NIfTI)",
+    ),
     "dataset": ("deephealth_deid.cli.dataset", "build, check or describe DeepHealth YAML datasets"),
 }
 

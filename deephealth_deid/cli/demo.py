@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         "through the library, check the round trip is bit-exact, and write a preview PNG with the "
         "identifying features (eyes, nose, mouth, ears) outlined.",
     )
-    parser.add_argument("out_dir", nargs="?", type=Path, default=Path("deid_demo"), help="default: ./deid_demo")
+    parser.add_argument(
+        "out_dir", nargs="?", type=Path, default=Path("deid_demo"), help="default: ./deid_demo"
+    )
     parser.add_argument("-f", "--force", action="store_true", help="replace files in OUT_DIR")
     return parser
 
@@ -71,7 +73,10 @@ def _demo(args: argparse.Namespace) -> int:
     rgb = preview(back.array, load_volume(labels_path).array)
     with atomic_file(png_path) as tmp:
         PILImage.fromarray(rgb).save(tmp, format="PNG")
-    counts = {name: int((labels.array == v).sum()) for v, name in ((1, "eyes"), (2, "nose"), (3, "mouth"), (4, "ears"))}
+    counts = {
+        name: int((labels.array == v).sum())
+        for v, name in ((1, "eyes"), (2, "nose"), (3, "mouth"), (4, "ears"))
+    }
     log.info("example head %s, %.1f mm voxels, written to %s", back.shape, back.spacing[0], head_path)
     log.info("its label map (features: %s voxels) in %s", counts, labels_path)
     log.info("preview with the features outlined: %s", png_path)

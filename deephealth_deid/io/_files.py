@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import (
-    InputNotFoundError,
     CorruptInputError,
+    InputNotFoundError,
     OutputError,
     OutputExistsError,
     TooLargeError,
@@ -79,11 +79,8 @@ def check_output(
             )
     if not target.parent.is_dir():
         raise OutputError(f"{p}: the folder {p.parent} does not exist; create it first")
-    if p.exists() or p.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(
-                f"{p}: already exists; pass overwrite=True (CLI: --force) to replace it"
-            )
+    if (p.exists() or p.is_symlink()) and not overwrite:
+        raise OutputExistsError(f"{p}: already exists; pass overwrite=True (CLI: --force) to replace it")
     return p
 
 
@@ -145,11 +142,10 @@ def _umask() -> int:
 
 def available_memory() -> int:
     """Bytes of memory available to a new allocation (``MemAvailable`` on Linux)."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     with contextlib.suppress(ValueError, OSError, AttributeError):
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return 1 << 62  # unknown: do not refuse

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import UnsupportedInputError, WrongKindError, OutputError
+from ..errors import OutputError, UnsupportedInputError, WrongKindError
 from ._files import check_input_file, check_output
 from ._sniff import sniff
 from .image import Image
@@ -111,9 +111,7 @@ def save_volume(volume: Volume, path: PathLike, *, overwrite: bool = False) -> P
 
         write_dicom_volume(volume, p)
     else:
-        raise OutputError(
-            f"{p}: a {fmt} volume is written as NIfTI; give a path ending in .nii or .nii.gz"
-        )
+        raise OutputError(f"{p}: a {fmt} volume is written as NIfTI; give a path ending in .nii or .nii.gz")
     return p
 
 
@@ -148,9 +146,7 @@ def load_image(path: PathLike) -> Image:
     if kind in ("nifti", "dir"):
         what = "a NIfTI volume" if kind == "nifti" else "a folder (a DICOM series is a volume)"
         raise WrongKindError(f"{p}: {what}, not a 2D image; use load_volume")
-    raise UnsupportedInputError(
-        f"{p}: not a DICOM, PNG, JPEG or TIFF file (unrecognised content)"
-    )
+    raise UnsupportedInputError(f"{p}: not a DICOM, PNG, JPEG or TIFF file (unrecognised content)")
 
 
 def save_image(image: Image, path: PathLike, *, overwrite: bool = False) -> Path:

@@ -94,7 +94,9 @@ def read_nifti(path: Path, *, index: int | None = None) -> Volume:
         else:
             data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, zlib.error, ValueError) as e:
-        raise CorruptInputError(f"{path}: the image data is truncated or damaged ({e}); copy the file again") from e
+        raise CorruptInputError(
+            f"{path}: the image data is truncated or damaged ({e}); copy the file again"
+        ) from e
     data = np.ascontiguousarray(data)
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         n = int((~np.isfinite(data)).sum())
@@ -163,7 +165,11 @@ def _unscale(
         lo, hi = raw.min() if raw.size else 0, raw.max() if raw.size else 0
         if lo < info.min or hi > info.max:
             log.warning(
-                "%s: values outside the stored type %s were clipped to [%s, %s]", path.name, stored, info.min, info.max
+                "%s: values outside the stored type %s were clipped to [%s, %s]",
+                path.name,
+                stored,
+                info.min,
+                info.max,
             )
             raw = np.clip(raw, info.min, info.max)
     return np.asarray(raw).astype(stored, copy=False)

@@ -60,6 +60,20 @@ CHANGED_ATTRIBUTES: frozenset[str] = frozenset(
 
 _UID_SALT = "deephealth_deid derived"
 
+#: Compressed transfer syntaxes that are always lossless (pydicom 3.0 has no ``UID.is_lossless``).
+_LOSSLESS_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+        "1.2.840.10008.1.2.4.92",  # JPEG 2000 Multi-component Lossless
+        "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+        "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+    }
+)
+
 
 def read_dataset(path: Path, *, stop_before_pixels: bool = False) -> Any:
     """Read a DICOM file with pydicom, turning parse failures into clear errors."""
@@ -121,9 +135,11 @@ def decode_pixels(ds: Any, path: Path, **options: Any) -> np.ndarray:
 
 def derived_uid(uid: str) -> str:
     """A new UID derived deterministically from ``uid`` (same input, same output)."""
-    from pydicom.uid import generate_uid
+    import uuid
 
-    return str(generate_uid(prefix=None, entropy_srcs=[_UID_SALT, str(uid)]))
+    # A name-based (SHA-1, version 5) UUID as a 2.25 UID: pydicom's generate_uid
+    # ignores entropy_srcs when prefix is None and would return a random UID.
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'{_UID_SALT} {uid}').int}"
 
 
 def mark_derived(ds: Any) -> None:
@@ -167,7 +183,7 @@ def set_native_pixels(ds: Any, array: np.ndarray, *, photometric: str | None = N
 
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
     if tsyntax is not None and tsyntax.is_compressed and not tsyntax.is_deflated:
-        if not tsyntax.is_lossless and ds.get("LossyImageCompression") != "01":
+        if tsyntax not in _LOSSLESS_SYNTAXES and ds.get("LossyImageCompression") != "01":
             ds.LossyImageCompression = "01"
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     nframes = int(ds.get("NumberOfFrames", 1) or 1)

@@ -108,8 +108,8 @@ class Image:
             assert self.palette is not None
             idx = np.clip(f.astype(np.int64) - self.palette_first, 0, len(self.palette) - 1)
             lut = self.palette.astype(np.float64)
-            top = lut.max() if lut.size and lut.max() > 255 else 255.0
-            return (lut[idx] * (255.0 / max(top, 1.0))).round().astype(np.uint8)
+            top = 65535.0 if lut.size and lut.max() > 255 else 255.0  # 16-bit or 8-bit entries
+            return (lut[idx] * (255.0 / top)).round().astype(np.uint8)
         if self.photometric == "RGB":
             return _to_uint8(f)
         grey = _to_uint8(f)

@@ -1,0 +1,809 @@
+"""The PyTorch engine: build, train, predict, save, load and export the networks of :mod:`..nets`.
+
+This module imports torch; :func:`deephealth_deid.engines.get_engine` imports it
+only when the ``"torch"`` engine is asked for.
+
+Example:
+    >>> from deephealth_deid.engines import get_engine
+    >>> from deephealth_deid.nets import UNetSpec
+    >>> engine = get_engine("torch", device="cpu")
+    >>> model = engine.build(UNetSpec(ndim=2, classes=2, widths=(4, 8)), seed=0)
+    >>> engine.predict(model, np.zeros((1, 1, 5, 7), np.float32)).shape
+    (1, 2, 5, 7)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._version import __version__
+from ..errors import EngineUnavailableError, ModelCheckError
+from ..nets import UNetSpec, crop_padding, pad_to_multiple
+from .registry import (
+    atomic_write,
+    check_device_name,
+    file_sha256,
+    read_model_file,
+    write_model_file,
+)
+
+__all__ = [
+    "ONNX_OPS",
+    "TorchEngine",
+    "UNet",
+    "create",
+    "dice_ce_loss",
+    "file_sha256",
+    "onnx_problems",
+    "require",
+    "resolve_device",
+    "seed_everything",
+    "set_threads",
+    "spec_to_onnx",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ONNX operators an exported network may contain (all of them importable by EDDL v1.1b).
+ONNX_OPS: frozenset[str] = frozenset({"Conv", "BatchNormalization", "Relu", "MaxPool", "Resize", "Concat"})
+_ONNX_OPSETS = range(11, 18)
+_BN_EPS = 1e-5
+_BN_MOMENTUM = 0.1  # PyTorch's convention; ONNX's momentum is 1 - this
+
+
+def require() -> None:
+    """Check that the engine can run (torch imported, which it has if this module imported)."""
+
+
+def create(*, device: str = "auto") -> TorchEngine:
+    """Make a :class:`TorchEngine` on ``device`` (the registry calls this)."""
+    return TorchEngine(device=device)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Turn a device option into a usable ``torch.device``.
+
+    Args:
+        device: ``"auto"`` (CUDA where usable, else CPU), ``"cpu"``, ``"cuda"``
+            or ``"cuda:N"``.
+
+    Returns:
+        The device.
+
+    Raises:
+        ConfigError: A malformed device option.
+        EngineUnavailableError: A GPU was asked for but this PyTorch build has no
+            CUDA support or no GPU is visible, or the index is out of range.
+    """
+    device = check_device_name(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if torch.version.cuda is None:
+        raise EngineUnavailableError(
+            f"device {device!r} was asked for, but this PyTorch build ({torch.__version__}) has no CUDA "
+            "support: install a CUDA build of torch (https://pytorch.org/get-started/locally/) or use "
+            "--device cpu"
+        )
+    if not torch.cuda.is_available():
+        raise EngineUnavailableError(
+            f"device {device!r} was asked for, but no CUDA GPU is usable (check the NVIDIA driver and "
+            "CUDA_VISIBLE_DEVICES), or use --device cpu"
+        )
+    dev = torch.device(device)
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise EngineUnavailableError(f"device {device!r} was asked for, but only {count} GPU(s) are visible")
+    return dev
+
+
+def set_threads(n: int) -> None:
+    """Set how many CPU threads PyTorch uses for intra-op parallelism (and inter-op, where still possible).
+
+    Args:
+        n: Number of threads, at least 1.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # only settable before the first parallel work
+        logger.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA), optionally asking for deterministic kernels.
+
+    Args:
+        seed: The seed.
+        deterministic: Also make torch choose deterministic algorithms (slower
+            on CUDA; a kernel without a deterministic version warns rather than
+            fails) and turn off cuDNN autotuning.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+# ---------------------------------------------------------------------------------------------
+
+
+class _ConvUnit(nn.Module):
+    """Conv -> BatchNorm (optional) -> ReLU; the conv has a bias only without BatchNorm."""
+
+    def __init__(self, ndim: int, cin: int, cout: int, kernel: int, norm: str) -> None:
+        super().__init__()
+        conv = nn.Conv3d if ndim == 3 else nn.Conv2d
+        bn = nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d
+        self.conv = conv(cin, cout, kernel, padding=kernel // 2, bias=norm == "none")
+        self.bn = bn(cout, eps=_BN_EPS, momentum=_BN_MOMENTUM) if norm == "batch" else None
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
+        if self.conv.bias is not None:
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return F.relu(x)
+
+
+class UNet(nn.Module):
+    """The U-Net a :class:`~deephealth_deid.nets.UNetSpec` describes (see its docstring).
+
+    Parameter names (``enc.{level}.{i}.conv.weight``, ``up.{level}.bn.running_mean``,
+    ``dec.{level}.{i}...``, ``head.weight``) are the tensor names in model files
+    and ONNX initializers.
+
+    Args:
+        spec: The network spec.
+    """
+
+    def __init__(self, spec: UNetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        nd, k, norm, w = spec.ndim, spec.kernel_size, spec.norm, spec.widths
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                *(_ConvUnit(nd, cin if i == 0 else cout, cout, k, norm) for i in range(spec.convs_per_level))
+            )
+
+        self.enc = nn.ModuleList(block(spec.in_channels if i == 0 else w[i - 1], w[i]) for i in range(len(w)))
+        self.up = nn.ModuleList(_ConvUnit(nd, w[i + 1], w[i], k, norm) for i in range(len(w) - 1))
+        self.dec = nn.ModuleList(block(2 * w[i], w[i]) for i in range(len(w) - 1))
+        self.head = (nn.Conv3d if nd == 3 else nn.Conv2d)(w[0], spec.classes, 1, bias=True)
+        self.pool = (nn.MaxPool3d if nd == 3 else nn.MaxPool2d)(2)
+        if spec.upsample == "nearest":
+            self.upsample = nn.Upsample(scale_factor=2.0, mode="nearest")
+        else:
+            self.upsample = nn.Upsample(
+                scale_factor=2.0, mode="trilinear" if nd == 3 else "bilinear", align_corners=False
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, classes, *spatial]`` of a batch ``[N, in_channels, *spatial]``."""
+        skips = []
+        for level, enc in enumerate(self.enc):
+            if level:
+                x = self.pool(x)
+            x = enc(x)
+            skips.append(x)
+        for level in reversed(range(len(self.dec))):
+            x = self.up[level](self.upsample(x))
+            x = self.dec[level](torch.cat([skips[level], x], dim=1))
+        return self.head(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------------
+
+
+def dice_ce_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    class_weights: torch.Tensor | None = None,
+    dice_weight: float = 1.0,
+    smooth: float = 1e-5,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted cross-entropy plus soft Dice loss over the foreground classes.
+
+    The soft Dice of each foreground class is computed over the whole batch
+    (sums over samples and voxels), so a class present in one sample only is
+    still learnt; a class absent from the batch scores about 1 when it is not
+    predicted either. The loss is ``CE + dice_weight * (1 - mean foreground
+    Dice)``.
+
+    Args:
+        logits: ``[N, K, *spatial]``.
+        target: Class indices ``[N, *spatial]`` (int64).
+        class_weights: ``[K]`` cross-entropy weights, or ``None``.
+        dice_weight: Weight of the Dice term.
+        smooth: Smoothing of the Dice ratio.
+
+    Returns:
+        ``(loss, parts)`` with ``parts["ce"]`` and ``parts["dice"]`` (``[K-1]``
+        soft Dice per foreground class, detached).
+    """
+    logits = logits.float()
+    classes = logits.shape[1]
+    ce = F.cross_entropy(logits, target, weight=class_weights)
+    probs = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target, classes).movedim(-1, 1).to(probs.dtype)
+    dims = (0, *range(2, logits.ndim))
+    intersection = (probs * onehot).sum(dims)
+    denominator = probs.sum(dims) + onehot.sum(dims)
+    dice = (2 * intersection + smooth) / (denominator + smooth)
+    foreground = dice[1:]
+    loss = ce + dice_weight * (1 - foreground.mean())
+    return loss, {"ce": ce.detach(), "dice": foreground.detach()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+
+
+class TorchEngine:
+    """The PyTorch engine bound to one device.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see
+            :func:`resolve_device`).
+
+    Attributes:
+        name: ``"torch"``.
+        device: The resolved device, e.g. ``"cpu"`` or ``"cuda:0"``.
+    """
+
+    name = "torch"
+
+    def __init__(self, *, device: str = "auto") -> None:
+        self._device = resolve_device(device)
+        if self._device.type == "cuda" and self._device.index is None:
+            self._device = torch.device("cuda", torch.cuda.current_device())
+        self.device = str(self._device)
+        logger.debug("torch engine on %s (torch %s)", self.device, torch.__version__)
+
+    def __repr__(self) -> str:
+        return f"TorchEngine(device={self.device!r})"
+
+    # -- build ---------------------------------------------------------------------------------
+
+    def build(self, spec: UNetSpec, *, seed: int | None = None) -> UNet:
+        """Build an untrained network on the engine's device.
+
+        Args:
+            spec: The network spec.
+            seed: Seed of the weight initialisation (the global RNG state is
+                left as it was), or ``None`` for the current global state.
+
+        Returns:
+            The model, in training mode.
+        """
+        if not isinstance(spec, UNetSpec):
+            raise TypeError(f"spec must be a UNetSpec, got {type(spec).__name__}")
+        if seed is None:
+            model = UNet(spec)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = UNet(spec)
+        return model.to(self._device)
+
+    def optimizer(
+        self, model: UNet, *, lr: float = 1e-3, weight_decay: float = 1e-4
+    ) -> torch.optim.Optimizer:
+        """An AdamW optimizer over the model's parameters (for :meth:`train_step`)."""
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+    # -- predict -------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        model: UNet,
+        array: np.ndarray,
+        *,
+        batch_size: int = 1,
+        probabilities: bool = False,
+        pad: bool = True,
+        amp: bool = True,
+    ) -> np.ndarray:
+        """Run the network on a batch.
+
+        The model runs in evaluation mode without gradients (its previous mode
+        is restored). Spatial sizes that are not a multiple of the network's
+        stride are zero-padded and the output cropped back.
+
+        Args:
+            model: A model from :meth:`build` or :meth:`load`.
+            array: ``[N, in_channels, *spatial]``; converted to float32; not modified.
+            batch_size: Samples per forward pass.
+            probabilities: Return softmax probabilities instead of logits.
+            pad: Pad to the stride automatically; when false, a size that is not
+                a multiple is an error.
+            amp: On CUDA, run in bfloat16 (float16 where bfloat16 is not
+                supported) autocast; ignored on the CPU, which runs in float32.
+
+        Returns:
+            float32 ``[N, classes, *spatial]``.
+
+        Raises:
+            ValueError: Wrong rank, channels or (with ``pad=False``) sizes, or
+                non-finite values.
+        """
+        spec = _spec_of(model)
+        x = np.asarray(array, dtype=np.float32)
+        if x.ndim != spec.ndim + 2 or x.shape[1] != spec.in_channels:
+            spec.check_input_shape(x.shape)  # raises with the explanation
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not np.isfinite(x).all():
+            raise ValueError("the input holds NaN or infinite values")
+        padding: tuple[tuple[int, int], ...] = ((0, 0),) * spec.ndim
+        if pad:
+            x, padding = pad_to_multiple(x, spec.stride, axes=spec.ndim)
+        else:
+            spec.check_input_shape(x.shape)
+        spatial = tuple(x.shape[2 + i] - a - b for i, (a, b) in enumerate(padding))
+        out = np.empty((x.shape[0], spec.classes, *spatial), dtype=np.float32)
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode(), self._autocast(device, amp):
+                for start in range(0, x.shape[0], batch_size):
+                    chunk = _tensor(x[start : start + batch_size], torch.float32).to(device)
+                    logits = model(chunk).float()
+                    if probabilities:
+                        logits = torch.softmax(logits, dim=1)
+                    out[start : start + batch_size] = crop_padding(logits.cpu().numpy(), padding)
+        finally:
+            model.train(was_training)
+        return out
+
+    @staticmethod
+    def _autocast(device: torch.device, amp: bool) -> Any:
+        if amp and device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(device.type, enabled=False)
+
+    # -- train ---------------------------------------------------------------------------------
+
+    def train_step(
+        self,
+        model: UNet,
+        optimizer: torch.optim.Optimizer,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        *,
+        class_weights: Sequence[float] | np.ndarray | None = None,
+        dice_weight: float = 1.0,
+        amp: bool = False,
+    ) -> dict[str, float]:
+        """One optimisation step on a batch with the Dice + cross-entropy loss (:func:`dice_ce_loss`).
+
+        Args:
+            model: The model (put in training mode).
+            optimizer: Its optimizer (e.g. :meth:`optimizer`).
+            x: Images ``[N, in_channels, *spatial]``; sizes must be multiples of
+                the stride.
+            y: Labels ``[N, *spatial]`` or ``[N, 1, *spatial]``, integers in
+                ``[0, classes)``.
+            class_weights: Cross-entropy weight per class (background
+                included), e.g. higher for the tiny feature classes.
+            dice_weight: Weight of the Dice term.
+            amp: On CUDA, bfloat16 autocast where supported (ignored otherwise).
+
+        Returns:
+            ``{"loss", "ce", "dice"}`` as floats, ``dice`` the mean soft Dice of
+            the foreground classes, plus ``"dice_<class name>"`` per foreground class.
+        """
+        spec = _spec_of(model)
+        device = next(model.parameters()).device
+        xt = _tensor(x, torch.float32).to(device)
+        spec.check_input_shape(tuple(xt.shape))
+        yt = _tensor(y, None).to(device)
+        if yt.ndim == xt.ndim and yt.shape[1] == 1:
+            yt = yt[:, 0]
+        if tuple(yt.shape) != (xt.shape[0], *xt.shape[2:]):
+            raise ValueError(
+                f"labels of shape {tuple(yt.shape)} do not match images of shape {tuple(xt.shape)}"
+            )
+        if yt.is_floating_point() or yt.dtype == torch.bool:
+            raise ValueError(f"labels must be integers, got {yt.dtype}")
+        yt = yt.long()
+        low, high = int(yt.min()), int(yt.max())
+        if low < 0 or high >= spec.classes:
+            raise ValueError(f"labels must be in [0, {spec.classes}), got values in [{low}, {high}]")
+        weights = None
+        if class_weights is not None:
+            weights = torch.as_tensor(np.asarray(class_weights, dtype=np.float32), device=device)
+            if weights.shape != (spec.classes,) or not bool(torch.all(weights >= 0)):
+                raise ValueError(
+                    f"class_weights must be {spec.classes} non-negative numbers, got {class_weights!r}"
+                )
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        use_amp = amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(xt)
+        loss, parts = dice_ce_loss(logits, yt, class_weights=weights, dice_weight=dice_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss is not finite ({float(loss)}); lower the learning rate")
+        loss.backward()
+        optimizer.step()
+        dice = parts["dice"].cpu().numpy()
+        out = {"loss": float(loss.detach()), "ce": float(parts["ce"]), "dice": float(dice.mean())}
+        for name, value in zip(spec.class_names[1:], dice, strict=True):
+            out[f"dice_{name}"] = float(value)
+        return out
+
+    # -- save / load ---------------------------------------------------------------------------
+
+    def save(
+        self,
+        model: UNet,
+        spec: UNetSpec,
+        path: str | os.PathLike[str],
+        *,
+        metadata: Mapping[str, Any],
+        overwrite: bool = False,
+    ) -> str:
+        """Write the model (spec, weights, metadata) to one file, atomically.
+
+        The file is in the safetensors layout described in
+        :mod:`deephealth_deid.engines.registry`; it holds no pickle.
+
+        Args:
+            model: The model.
+            spec: Its spec (must equal ``model.spec``).
+            path: Destination, ``.safetensors`` by convention.
+            metadata: JSON-serialisable metadata (training data, metrics, ...),
+                returned as is by :meth:`load`.
+            overwrite: Replace an existing file.
+
+        Returns:
+            The SHA-256 of the file (for model cards and registries).
+
+        Raises:
+            OutputExistsError: The file exists and ``overwrite`` is false.
+            ValueError: ``spec`` is not the model's spec.
+            TypeError: ``metadata`` is not JSON-serialisable.
+        """
+        if _spec_of(model) != spec:
+            raise ValueError(f"spec {spec} is not the model's spec {model.spec}")
+        tensors: dict[str, np.ndarray] = {}
+        for name, tensor in model.state_dict().items():
+            t = tensor.detach().cpu()
+            if t.is_floating_point() and t.dtype != torch.float32:
+                t = t.float()
+            tensors[name] = t.contiguous().numpy()
+        saved_by = {"engine": self.name, "engine_version": torch.__version__, "library_version": __version__}
+        return write_model_file(
+            path, tensors, spec=spec, metadata=metadata, saved_by=saved_by, overwrite=overwrite
+        )
+
+    def load(
+        self, path: str | os.PathLike[str], *, sha256: str | None = None, device: str | None = None
+    ) -> tuple[UNet, UNetSpec, dict[str, Any]]:
+        """Read a model file written by :meth:`save` (by any engine).
+
+        Args:
+            path: The file.
+            sha256: Expected SHA-256; a mismatch raises :class:`ModelCheckError`.
+            device: Device to put the model on (default: the engine's).
+
+        Returns:
+            ``(model, spec, metadata)``, the model in evaluation mode.
+
+        Raises:
+            FileNotFoundError: No such file.
+            ModelCheckError: Checksum mismatch, not a model file, or weights that
+                do not fit the spec.
+        """
+        tensors, spec, metadata, saved_by = read_model_file(path, sha256=sha256)
+        model = self.build(spec, seed=0)
+        if device is not None:
+            model = model.to(resolve_device(device))
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise ModelCheckError(
+                f"{path}: the weights do not fit the network spec (missing: {missing[:5]}, "
+                f"unexpected: {unexpected[:5]})"
+            )
+        state = {}
+        for name, ref in expected.items():
+            arr = tensors[name]
+            if tuple(arr.shape) != tuple(ref.shape):
+                raise ModelCheckError(
+                    f"{path}: tensor {name!r} has shape {tuple(arr.shape)}, the spec needs {tuple(ref.shape)}"
+                )
+            if ref.is_floating_point() and not np.isfinite(arr).all():
+                raise ModelCheckError(f"{path}: tensor {name!r} holds NaN or infinite values")
+            state[name] = torch.from_numpy(arr).to(ref.dtype)
+        model.load_state_dict(state, strict=True)
+        model.eval()
+        logger.info("loaded model %s (saved by %s)", path, saved_by or "unknown")
+        return model, spec, metadata
+
+    # -- ONNX ----------------------------------------------------------------------------------
+
+    def export_onnx(
+        self,
+        model: UNet,
+        spec: UNetSpec,
+        path: str | os.PathLike[str],
+        *,
+        opset: int = 11,
+        overwrite: bool = False,
+    ) -> str:
+        """Export the model to ONNX for other runtimes and the EDDL engine.
+
+        The graph is written from the spec, not traced, so it holds exactly the
+        operators in :data:`ONNX_OPS`: Conv, BatchNormalization (kept, not
+        folded into the convolutions), Relu, MaxPool, Resize (nearest:
+        ``asymmetric``/``floor``; linear: ``half_pixel``) with its ``roi`` and
+        ``scales`` as initializers, and Concat. Every weight is an initializer
+        named as in the state dict; there are no Constant nodes. The input
+        ``input`` is ``[N, in_channels, *spatial]`` with the batch and spatial
+        axes dynamic; the output ``logits`` has no softmax. The spec is stored in
+        the model's ``metadata_props`` (key ``deephealth_deid.spec``).
+
+        Args:
+            model: The model.
+            spec: Its spec.
+            path: Destination ``.onnx`` file.
+            opset: ONNX opset, 11 (the default, what EDDL writes) to 17.
+            overwrite: Replace an existing file.
+
+        Returns:
+            The SHA-256 of the file written.
+
+        Raises:
+            ImportError: The ``onnx`` package is missing.
+            ModelCheckError: The exported graph fails the ONNX checker or the
+                EDDL constraints (a bug).
+        """
+        if _spec_of(model) != spec:
+            raise ValueError(f"spec {spec} is not the model's spec {model.spec}")
+        onnx = _import_onnx()
+        weights = {name: t.detach().cpu().float().numpy() for name, t in model.state_dict().items()}
+        proto = spec_to_onnx(spec, weights, opset=opset)
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise ModelCheckError(f"the exported ONNX graph is invalid: {e}") from e
+        problems = onnx_problems(proto)
+        if problems:
+            raise ModelCheckError("the exported ONNX graph breaks EDDL's constraints: " + "; ".join(problems))
+        if spec.upsample != "nearest":
+            logger.warning(
+                "%s: EDDL v1.1b's ONNX importer reads only nearest Resize; this linear-upsampling "
+                "model will run on ONNX runtimes and PyTorch but not on the EDDL engine",
+                path,
+            )
+        sha = atomic_write(path, [proto.SerializeToString()], overwrite=overwrite)
+        logger.info("exported ONNX %s (opset %d, sha256 %s)", path, opset, sha)
+        return sha
+
+
+def _tensor(value: np.ndarray | torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A CPU tensor from an array; read-only, strided or byte-swapped arrays are copied first."""
+    if isinstance(value, torch.Tensor):
+        return value if dtype is None else value.to(dtype)
+    arr = np.asarray(value)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not arr.flags.writeable or not arr.flags.c_contiguous:
+        arr = np.array(arr, order="C", copy=True)
+    tensor = torch.from_numpy(arr)
+    return tensor if dtype is None else tensor.to(dtype)
+
+
+def _spec_of(model: nn.Module) -> UNetSpec:
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, UNetSpec):
+        raise TypeError(f"expected a model built by this engine (a UNet), got {type(model).__name__}")
+    return spec
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError("ONNX export needs the onnx package: pip install onnx") from e
+    return onnx
+
+
+def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: int = 11) -> Any:
+    """Write the ONNX graph of a U-Net from its spec and its weights (no tracing, no torch needed).
+
+    Args:
+        spec: The network spec.
+        weights: State-dict tensors as numpy arrays (names as in :class:`UNet`).
+        opset: ONNX opset, 11 to 17.
+
+    Returns:
+        An ``onnx.ModelProto`` (see :meth:`TorchEngine.export_onnx` for its content).
+
+    Raises:
+        ImportError: The ``onnx`` package is missing.
+        ValueError: An unsupported opset.
+        KeyError: A weight the spec needs is missing.
+    """
+    _import_onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    if opset not in _ONNX_OPSETS:
+        raise ValueError(f"opset must be in {_ONNX_OPSETS.start}..{_ONNX_OPSETS.stop - 1}, got {opset}")
+    nd, k = spec.ndim, spec.kernel_size
+    nodes: list[Any] = []
+    inits: dict[str, np.ndarray] = {}
+
+    def init(name: str, value: np.ndarray) -> str:
+        inits[name] = value
+        return name
+
+    def weight(name: str) -> str:
+        return init(name, np.asarray(weights[name], dtype=np.float32))
+
+    def conv_unit(prefix: str, x: str, kernel: int) -> str:
+        inputs = [x, weight(f"{prefix}.conv.weight")]
+        if spec.norm == "none":
+            inputs.append(weight(f"{prefix}.conv.bias"))
+        y = f"{prefix}.conv"
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                inputs,
+                [y],
+                name=y,
+                kernel_shape=[kernel] * nd,
+                pads=[kernel // 2] * (2 * nd),
+                strides=[1] * nd,
+                dilations=[1] * nd,
+                group=1,
+            )
+        )
+        if spec.norm == "batch":
+            bn_inputs = [y] + [
+                weight(f"{prefix}.bn.{p}") for p in ("weight", "bias", "running_mean", "running_var")
+            ]
+            y = f"{prefix}.bn"
+            nodes.append(
+                helper.make_node(
+                    "BatchNormalization", bn_inputs, [y], name=y, epsilon=_BN_EPS, momentum=1 - _BN_MOMENTUM
+                )
+            )
+        nodes.append(helper.make_node("Relu", [y], [f"{prefix}.relu"], name=f"{prefix}.relu"))
+        return f"{prefix}.relu"
+
+    def block(prefix: str, x: str) -> str:
+        for i in range(spec.convs_per_level):
+            x = conv_unit(f"{prefix}.{i}", x, k)
+        return x
+
+    rank = nd + 2
+    roi = init("upsample.roi", np.array([0.0] * rank + [1.0] * rank, dtype=np.float32))
+    scales = init("upsample.scales", np.array([1.0, 1.0] + [2.0] * nd, dtype=np.float32))
+    if spec.upsample == "nearest":
+        resize_attrs = {
+            "mode": "nearest",
+            "coordinate_transformation_mode": "asymmetric",
+            "nearest_mode": "floor",
+        }
+    else:
+        resize_attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+
+    x = "input"
+    skips = []
+    for level in range(spec.levels):
+        if level:
+            pooled = f"pool.{level}"
+            nodes.append(
+                helper.make_node(
+                    "MaxPool",
+                    [x],
+                    [pooled],
+                    name=pooled,
+                    kernel_shape=[2] * nd,
+                    strides=[2] * nd,
+                    pads=[0] * (2 * nd),
+                )
+            )
+            x = pooled
+        x = block(f"enc.{level}", x)
+        skips.append(x)
+    for level in reversed(range(spec.levels - 1)):
+        resized = f"upsample.{level}"
+        nodes.append(helper.make_node("Resize", [x, roi, scales], [resized], name=resized, **resize_attrs))
+        x = conv_unit(f"up.{level}", resized, k)
+        joined = f"concat.{level}"
+        nodes.append(helper.make_node("Concat", [skips[level], x], [joined], name=joined, axis=1))
+        x = block(f"dec.{level}", joined)
+    nodes.append(
+        helper.make_node(
+            "Conv",
+            [x, weight("head.weight"), weight("head.bias")],
+            ["logits"],
+            name="head",
+            kernel_shape=[1] * nd,
+            pads=[0] * (2 * nd),
+            strides=[1] * nd,
+            dilations=[1] * nd,
+            group=1,
+        )
+    )
+    axes = ["D", "H", "W"][3 - nd :]
+    graph = helper.make_graph(
+        nodes,
+        spec.name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", spec.in_channels, *axes])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", spec.classes, *axes])],
+        initializer=[numpy_helper.from_array(v, name=n) for n, v in inits.items()],
+    )
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="deephealth_deid",
+        producer_version=__version__,
+        doc_string=f"{spec.name}: {spec.ndim}D U-Net, logits of classes {', '.join(spec.class_names)}",
+    )
+    proto.ir_version = min(proto.ir_version, 8)  # readable by older runtimes and EDDL's protobuf
+    helper.set_model_props(
+        proto, {"deephealth_deid.spec": spec.to_json(), "deephealth_deid.output": "logits"}
+    )
+    return proto
+
+
+def onnx_problems(proto: Any) -> list[str]:
+    """What in an ONNX model the EDDL v1.1b importer (or this library's rules) cannot take.
+
+    Checks: every operator is in :data:`ONNX_OPS` (so no ConvTranspose, no
+    Softmax, no Constant nodes); Resize reads its ``roi`` and ``scales`` from
+    initializers; every weight of Conv and BatchNormalization is an initializer.
+
+    Args:
+        proto: An ``onnx.ModelProto``.
+
+    Returns:
+        One line per problem; empty when the model is fine.
+    """
+    problems = []
+    graph = proto.graph
+    initializers = {t.name for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type not in ONNX_OPS:
+            problems.append(f"node {node.name!r} is a {node.op_type}, which is not allowed")
+            continue
+        params = {"Resize": node.input[1:3], "Conv": node.input[1:], "BatchNormalization": node.input[1:]}
+        for name in params.get(node.op_type, []):
+            if name and name not in initializers:
+                problems.append(f"input {name!r} of {node.op_type} {node.name!r} is not an initializer")
+    return problems

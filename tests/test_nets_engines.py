@@ -1,0 +1,520 @@
+"""Network specs, the engine registry and the PyTorch engine: build, train, predict, save, load, ONNX."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deephealth_deid.engines import (
+    INSTALL_HINTS,
+    available_engines,
+    file_sha256,
+    get_engine,
+    read_model_file,
+    registry,
+    write_model_file,
+)
+from deephealth_deid.errors import ConfigError, EngineUnavailableError, ModelCheckError, OutputExistsError
+from deephealth_deid.nets import (
+    DEFACE_CLASSES,
+    UNetSpec,
+    crop_padding,
+    deface_unet_spec,
+    pad_to_multiple,
+    padded_shape,
+    padding_for,
+)
+
+TINY_3D = deface_unet_spec(widths=(4, 8, 16))  # stride 4
+TINY_2D = UNetSpec(ndim=2, in_channels=1, classes=2, widths=(4, 8, 16, 16), upsample="bilinear")  # stride 8
+
+
+def _pyeddl_imports() -> bool:
+    try:
+        import pyeddl.eddl  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def torch_engine():
+    """The PyTorch engine on the CPU, one thread (skips where torch is not installed).
+
+    One thread keeps these tiny networks quick on a shared 2-core machine, where
+    two spinning threads are several times slower than one.
+    """
+    torch = pytest.importorskip("torch", reason="the PyTorch engine needs torch (pip install torch)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield get_engine("torch", device="cpu")
+    torch.set_num_threads(threads)
+
+
+def _randomise_batchnorm(model) -> None:
+    """Give BatchNorm non-trivial statistics so that exports and reloads are really tested."""
+    import torch
+
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+                n = module.num_features
+                module.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+
+
+def _dice(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(2 * np.sum(pred & true) / max(np.sum(pred) + np.sum(true), 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Specs and padding
+# --------------------------------------------------------------------------------------------
+
+
+def test_deface_spec_has_the_five_feature_classes_in_label_order():
+    spec = deface_unet_spec()
+    assert spec.ndim == 3 and spec.in_channels == 1 and spec.classes == 5
+    assert spec.class_names == DEFACE_CLASSES == ("background", "eyes", "nose", "mouth", "ears")
+    assert spec.stride == 2 ** (len(spec.widths) - 1)
+
+
+@pytest.mark.parametrize("spec", [deface_unet_spec(spacing=[1.5, 1.5, 1.5]), TINY_2D], ids=["3d", "2d"])
+def test_spec_round_trips_through_dict_and_json(spec):
+    data = spec.to_dict()
+    assert data["kind"] == "unet" and isinstance(data["widths"], list)
+    assert json.loads(json.dumps(data)) == data  # plain JSON types only
+    assert UNetSpec.from_dict(data) == spec
+    assert UNetSpec.from_json(spec.to_json()) == spec
+    assert hash(UNetSpec.from_dict(data)) == hash(spec)  # frozen: usable as a key
+
+
+def test_spec_normalises_aliases_and_lists():
+    spec = UNetSpec(ndim=3, widths=[4, 8], upsample="Trilinear", norm="BATCH", spacing=[1, 1, 2])
+    assert spec.widths == (4, 8) and spec.upsample == "linear" and spec.norm == "batch"
+    assert spec.spacing == (1.0, 1.0, 2.0) and spec.stride == 2
+    assert spec.class_names == ("class0", "class1", "class2", "class3", "class4")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"ndim": 4}, "ndim"),
+        ({"ndim": True}, "ndim"),
+        ({"classes": 1}, "classes"),
+        ({"in_channels": 0}, "in_channels"),
+        ({"widths": []}, "widths"),
+        ({"widths": [8, 0]}, "widths"),
+        ({"widths": [8, 16.5]}, "widths"),
+        ({"widths": "8,16"}, "widths"),
+        ({"kernel_size": 2}, "kernel_size"),
+        ({"norm": "group"}, "norm"),
+        ({"norm": "instance"}, "norm"),
+        ({"upsample": "transposed"}, "upsample"),
+        ({"class_names": ["a", "b"]}, "class_names"),
+        ({"spacing": [1.0, 1.0]}, "spacing"),
+        ({"spacing": [1.0, -1.0, 1.0]}, "spacing"),
+        ({"convs_per_level": 0}, "convs_per_level"),
+        ({"dropout": 0.5}, "dropout"),
+        ({"kind": "resnet"}, "kind"),
+        ({"format_version": 99}, "format_version"),
+    ],
+)
+def test_invalid_spec_is_a_config_error_naming_the_key(changes, key):
+    data = {**deface_unet_spec().to_dict(), **changes}
+    with pytest.raises(ConfigError, match=key) as info:
+        UNetSpec.from_dict(data, source="deface.yaml")
+    assert "deface.yaml" in str(info.value)
+
+
+def test_spec_from_non_mapping_and_bad_json():
+    with pytest.raises(ConfigError, match="mapping"):
+        UNetSpec.from_dict([1, 2, 3])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="JSON"):
+        UNetSpec.from_json("{not json")
+
+
+def test_padding_helpers_round_trip_on_odd_sizes():
+    assert padding_for((5, 8, 13), 8) == ((1, 2), (0, 0), (1, 2))
+    assert padded_shape((181, 217, 181), 16) == (192, 224, 192)
+    x = np.arange(2 * 1 * 5 * 6 * 7, dtype=np.float32).reshape(2, 1, 5, 6, 7)
+    padded, pads = pad_to_multiple(x, 4, axes=3)
+    assert padded.shape == (2, 1, 8, 8, 8)
+    assert np.array_equal(crop_padding(padded, pads), x)
+    assert pad_to_multiple(padded, 4, axes=3)[0] is padded  # nothing to do: no copy
+    with pytest.raises(ValueError, match="multiple"):
+        padding_for((4,), 0)
+
+
+def test_check_input_shape_explains_what_is_wrong():
+    spec = TINY_3D
+    with pytest.raises(ValueError, match="rank 5"):
+        spec.check_input_shape((1, 8, 8, 8))
+    with pytest.raises(ValueError, match="1 input channel"):
+        spec.check_input_shape((1, 2, 8, 8, 8))
+    with pytest.raises(ValueError, match="pad_to_multiple"):
+        spec.check_input_shape((1, 1, 8, 9, 8))
+    spec.check_input_shape((2, 1, 8, 12, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+def test_importing_engines_and_nets_imports_no_engine():
+    code = (
+        "import sys, deephealth_deid.engines, deephealth_deid.nets; "
+        "from deephealth_deid.engines import available_engines; available_engines(); "
+        "print([m for m in ('torch', 'pyeddl', 'onnx', 'onnxruntime') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_auto_picks_torch_where_it_is_installed(torch_engine):
+    assert available_engines()[0] == "torch"
+    engine = get_engine("auto", device="cpu")
+    assert engine.name == "torch" and engine.device == "cpu"
+    assert get_engine(" Torch ", device="CPU").name == "torch"
+
+
+def test_eddl_engine_missing_names_what_to_install():
+    if _pyeddl_imports():
+        pytest.skip("pyeddl imports here, so the 'not installed' message cannot be seen")
+    from deephealth_deid.engines import eddl_engine
+
+    assert not eddl_engine.is_available()
+    with pytest.raises(EngineUnavailableError, match="pip install pyeddl") as info:
+        get_engine("eddl", device="cpu")
+    assert "conda" in str(info.value) and "--engine torch" in str(info.value)
+    assert isinstance(info.value, ImportError)  # callers may catch it as an ImportError too
+
+
+def test_missing_torch_names_what_to_install():
+    # Hide torch in a child process: the user without torch must be told to install it.
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from deephealth_deid.engines import get_engine\n"
+        "from deephealth_deid.errors import EngineUnavailableError\n"
+        "try:\n    get_engine('torch', device='cpu')\n"
+        "except EngineUnavailableError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install torch" in out.stdout and "torch==2.13.0" in out.stdout
+
+
+def test_no_engine_at_all_lists_both_install_routes(monkeypatch):
+    monkeypatch.setattr(registry, "is_available", lambda name: False)
+    with pytest.raises(EngineUnavailableError) as info:
+        get_engine("auto")
+    message = str(info.value)
+    assert INSTALL_HINTS["torch"] in message and INSTALL_HINTS["eddl"] in message
+
+
+@pytest.mark.parametrize(("name", "device"), [("tensorflow", "cpu"), ("torch", "tpu"), ("torch", "cuda:x")])
+def test_unknown_engine_or_device_is_a_config_error(name, device):
+    with pytest.raises(ConfigError):
+        get_engine(name, device=device)
+
+
+def test_cuda_without_cuda_is_a_clear_error_not_a_fallback(torch_engine):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is available here")
+    with pytest.raises(EngineUnavailableError, match="--device cpu"):
+        get_engine("torch", device="cuda")
+    assert get_engine("torch", device="auto").device == "cpu"
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch engine
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape"), [(TINY_3D, (2, 1, 13, 10, 7)), (TINY_2D, (3, 1, 37, 21))], ids=["3d", "2d"]
+)
+def test_output_shape_matches_odd_inputs(torch_engine, spec, shape):
+    model = torch_engine.build(spec, seed=0)
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    x.flags.writeable = False  # read-only input: must work and stay untouched
+    before = x.copy()
+    logits = torch_engine.predict(model, x, batch_size=2)
+    assert logits.shape == (shape[0], spec.classes, *shape[2:]) and logits.dtype == np.float32
+    assert np.array_equal(x, before)
+    assert model.training  # mode restored
+    probs = torch_engine.predict(model, x, probabilities=True)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="stride"):
+        torch_engine.predict(model, x, pad=False)
+    padded, pads = pad_to_multiple(x, spec.stride, axes=spec.ndim)
+    np.testing.assert_array_equal(
+        crop_padding(torch_engine.predict(model, padded, pad=False), pads).shape, logits.shape
+    )
+
+
+def test_network_uses_only_eddl_compatible_layers(torch_engine):
+    import torch
+
+    model = torch_engine.build(deface_unet_spec(), seed=0)
+    allowed = (
+        torch.nn.Conv3d,
+        torch.nn.BatchNorm3d,
+        torch.nn.MaxPool3d,
+        torch.nn.Upsample,
+        torch.nn.ModuleList,
+        torch.nn.Sequential,
+    )
+    for name, module in model.named_modules():
+        if name and not list(module.children()):  # leaves only
+            assert isinstance(module, allowed), f"{name}: {type(module).__name__}"
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    # A conv followed by BatchNorm has no bias (EDDL's CPU Conv3D ignores biases); only the head has one.
+    assert [m.bias is not None for m in convs].count(True) == 1
+
+
+def test_tiny_network_learns_a_bright_cube(torch_engine):
+    """A few dozen CPU steps must teach a tiny net 'bright cube = class 1' (Dice > 0.9 on a new case)."""
+    from deephealth_deid.engines.torch_engine import seed_everything
+
+    seed_everything(0)
+    rng = np.random.default_rng(0)
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.normal(0, 0.3, size=(n, 1, 16, 16, 16)).astype(np.float32)
+        y = np.zeros((n, 16, 16, 16), np.int64)
+        for i in range(n):
+            a, b, c = rng.integers(2, 9, size=3)
+            s = int(rng.integers(4, 7))
+            y[i, a : a + s, b : b + s, c : c + s] = 1
+            x[i, 0][y[i] == 1] += 2.0
+        return x, y
+
+    spec = UNetSpec(ndim=3, classes=2, widths=(4, 8), class_names=("background", "cube"))
+    model = torch_engine.build(spec, seed=0)
+    optimizer = torch_engine.optimizer(model, lr=0.03)
+    x, y = sample(4)
+    for _ in range(50):
+        stats = torch_engine.train_step(model, optimizer, x, y, class_weights=[1.0, 3.0])
+    assert set(stats) == {"loss", "ce", "dice", "dice_cube"}
+    xt, yt = sample(2)
+    pred = torch_engine.predict(model, xt).argmax(axis=1)
+    assert _dice(pred == 1, yt == 1) > 0.9
+
+
+def test_train_step_rejects_bad_labels(torch_engine):
+    model = torch_engine.build(TINY_3D, seed=0)
+    optimizer = torch_engine.optimizer(model)
+    x = np.zeros((1, 1, 4, 4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        torch_engine.train_step(model, optimizer, x, np.full((1, 4, 4, 4), 5))
+    with pytest.raises(ValueError, match="integers"):
+        torch_engine.train_step(model, optimizer, x, np.zeros((1, 4, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="class_weights"):
+        torch_engine.train_step(model, optimizer, x, np.zeros((1, 4, 4, 4), int), class_weights=[1, 2])
+
+
+@pytest.fixture
+def saved_model(torch_engine, tmp_path):
+    model = torch_engine.build(TINY_3D, seed=3)
+    _randomise_batchnorm(model)
+    metadata = {"trained_on": "synthetic heads", "dice": {"eyes": 0.93}, "steps": 12}
+    path = tmp_path / "deface.safetensors"
+    sha = torch_engine.save(model, TINY_3D, path, metadata=metadata)
+    return model, path, sha, metadata
+
+
+def test_save_load_gives_identical_predictions_and_metadata(torch_engine, saved_model):
+    model, path, sha, metadata = saved_model
+    assert sha == file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded, spec, meta = torch_engine.load(path, sha256=sha.upper())
+    assert spec == TINY_3D and meta == metadata and not loaded.training
+    x = np.random.default_rng(1).normal(size=(2, 1, 9, 12, 6)).astype(np.float32)
+    assert np.array_equal(torch_engine.predict(model, x), torch_engine.predict(loaded, x))
+
+
+def test_model_file_is_plain_safetensors_without_pickle(saved_model):
+    _, path, _, metadata = saved_model
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    assert header["__metadata__"]["format"] == "deephealth_deid.model"
+    assert UNetSpec.from_json(header["__metadata__"]["spec"]) == TINY_3D
+    assert json.loads(header["__metadata__"]["metadata"]) == metadata
+    tensors, spec, meta, saved_by = read_model_file(path)  # numpy only
+    assert spec == TINY_3D and meta == metadata and saved_by["engine"] == "torch"
+    assert tensors["head.weight"].shape == (5, 4, 1, 1, 1)
+    safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="safetensors is not installed")
+    other = safetensors_numpy.load_file(str(path))
+    assert other.keys() == tensors.keys()
+    assert all(np.array_equal(other[k], tensors[k]) for k in tensors)
+
+
+def test_tampered_model_is_caught_by_its_sha256(torch_engine, saved_model, tmp_path):
+    _, path, sha, _ = saved_model
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of one weight
+    bad = tmp_path / "tampered.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelCheckError, match="SHA-256 mismatch") as info:
+        torch_engine.load(bad, sha256=sha)
+    assert str(bad) in str(info.value)
+    torch_engine.load(path, sha256=sha)  # the original passes
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_model_file_is_a_model_check_error(torch_engine, saved_model, tmp_path, damage):
+    _, path, _, _ = saved_model
+    data = path.read_bytes()
+    content = {"truncate": data[: len(data) // 2], "garbage": b"\x10\x00" + data[2:], "empty": b""}[damage]
+    bad = tmp_path / f"{damage}.safetensors"
+    bad.write_bytes(content)
+    with pytest.raises(ModelCheckError, match=str(bad.name)):
+        torch_engine.load(bad)
+
+
+def test_weights_that_do_not_fit_the_spec_are_refused(torch_engine, saved_model, tmp_path):
+    _, path, _, _ = saved_model
+    tensors, spec, meta, _ = read_model_file(path)
+    del tensors["head.bias"]
+    bad = tmp_path / "missing.safetensors"
+    write_model_file(bad, tensors, spec=spec, metadata=meta)
+    with pytest.raises(ModelCheckError, match=r"head\.bias"):
+        torch_engine.load(bad)
+
+
+def test_save_refuses_to_overwrite_unless_told(torch_engine, saved_model):
+    model, path, sha, metadata = saved_model
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        torch_engine.save(model, TINY_3D, path, metadata=metadata)
+    assert file_sha256(path) == sha
+    torch_engine.save(model, TINY_3D, path, metadata={"v": 2}, overwrite=True)
+    assert torch_engine.load(path)[2] == {"v": 2}
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    with pytest.raises(TypeError, match="JSON"):
+        torch_engine.save(model, TINY_3D, path, metadata={"bad": object()}, overwrite=True)
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx():
+    return pytest.importorskip("onnx", reason="ONNX export tests need the onnx package (pip install onnx)")
+
+
+@pytest.mark.parametrize("spec", [TINY_3D, TINY_2D], ids=["3d-nearest", "2d-linear"])
+def test_onnx_export_is_eddl_readable(torch_engine, onnx, tmp_path, spec):
+    from deephealth_deid.engines.torch_engine import ONNX_OPS, onnx_problems
+
+    model = torch_engine.build(spec, seed=0)
+    _randomise_batchnorm(model)
+    path = tmp_path / "net.onnx"
+    sha = torch_engine.export_onnx(model, spec, path)
+    assert sha == file_sha256(path)
+    proto = onnx.load(str(path))
+    ops = [node.op_type for node in proto.graph.node]
+    assert set(ops) <= ONNX_OPS and "ConvTranspose" not in ops and "Constant" not in ops
+    assert "Softmax" not in ops and onnx_problems(proto) == []
+    assert proto.opset_import[0].version == 11
+    initializers = {t.name for t in proto.graph.initializer}
+    assert set(model.state_dict()) - initializers == {
+        k for k in model.state_dict() if k.endswith("num_batches_tracked")
+    }
+    # BatchNorm is kept as it is (not folded into the convolutions), so EDDL can train on from it.
+    units = sum(1 for k in model.state_dict() if k.endswith(".conv.weight"))
+    assert ops.count("BatchNormalization") == units and ops.count("Conv") == units + 1
+    for node in proto.graph.node:
+        if node.op_type == "Resize":
+            assert node.input[1] in initializers and node.input[2] in initializers
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 1, *["D", "H", "W"][3 - spec.ndim :]]
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert UNetSpec.from_json(props["deephealth_deid.spec"]) == spec
+
+
+def test_onnx_problems_flags_what_eddl_cannot_import(onnx):
+    from onnx import TensorProto, helper
+
+    from deephealth_deid.engines.torch_engine import onnx_problems
+
+    nodes = [
+        helper.make_node("Constant", [], ["w"], value=helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    problems = onnx_problems(helper.make_model(graph))
+    assert any("Constant" in p for p in problems) and any("ConvTranspose" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("spec", "opset"), [(TINY_3D, 11), (TINY_2D, 13)], ids=["3d-nearest-11", "2d-linear-13"]
+)
+def test_onnxruntime_matches_torch(torch_engine, onnx, tmp_path, spec, opset):
+    ort = pytest.importorskip(
+        "onnxruntime", reason="the parity test needs onnxruntime (pip install onnxruntime)"
+    )
+    model = torch_engine.build(spec, seed=1)
+    _randomise_batchnorm(model)
+    path = tmp_path / "net.onnx"
+    torch_engine.export_onnx(model, spec, path, opset=opset)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    # two different sizes through the same file: the spatial axes are dynamic
+    for spatial in [(13, 10, 7), (8, 20, 4)] if spec.ndim == 3 else [(37, 21), (16, 64)]:
+        x = rng.normal(size=(2, 1, *spatial)).astype(np.float32)
+        padded, pads = pad_to_multiple(x, spec.stride, axes=spec.ndim)
+        ours = torch_engine.predict(model, x)
+        theirs = crop_padding(session.run(["logits"], {"input": padded})[0], pads)
+        np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)
+
+
+def test_export_without_onnx_says_what_to_install(torch_engine, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    model = torch_engine.build(TINY_2D, seed=0)
+    with pytest.raises(ImportError, match="pip install onnx"):
+        torch_engine.export_onnx(model, TINY_2D, tmp_path / "x.onnx")
+    assert not Path(tmp_path / "x.onnx").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Threads and seeds
+# --------------------------------------------------------------------------------------------
+
+
+def test_seeded_builds_are_identical_and_leave_the_global_rng_alone(torch_engine):
+    import torch
+
+    from deephealth_deid.engines.torch_engine import set_threads
+
+    state = torch.random.get_rng_state()
+    a = torch_engine.build(TINY_2D, seed=5).state_dict()
+    b = torch_engine.build(TINY_2D, seed=5).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    threads = torch.get_num_threads()
+    try:
+        set_threads(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError):
+        set_threads(0)

@@ -12,6 +12,12 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Where the CI installed the external tools (DEID_REQUIRE_TOOLS), their tests must run, not skip."""
+    if os.environ.get("DEID_REQUIRE_TOOLS") and shutil.which("dciodvfy") is None:
+        raise pytest.UsageError("DEID_REQUIRE_TOOLS is set but dciodvfy (Debian dicom3tools) is not on PATH")
+
+
 @pytest.fixture(scope="session")
 def chris_t1() -> Path:
     """A real T1 head (NiiVue demo, BSD-2), 0.88 mm, RAS, uint8."""

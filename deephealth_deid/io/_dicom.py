@@ -142,12 +142,12 @@ def derived_uid(uid: str) -> str:
     return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'{_UID_SALT} {uid}').int}"
 
 
-def mark_derived(ds: Any) -> None:
+def mark_derived(ds: Any, *, image_type: bool = True) -> None:
     """Give ``ds`` the identity of a derived image, in place.
 
     New SOP Instance UID and Series Instance UID (derived from the old ones),
-    ImageType value 1 set to DERIVED, file meta information made consistent.
-    The Study and every other attribute are kept.
+    ImageType value 1 set to DERIVED (unless ``image_type`` is false), file meta
+    information made consistent. The Study and every other attribute are kept.
     """
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
@@ -156,7 +156,7 @@ def mark_derived(ds: Any) -> None:
         ds.SOPInstanceUID = derived_uid(ds.SOPInstanceUID)
     if "SeriesInstanceUID" in ds:
         ds.SeriesInstanceUID = derived_uid(ds.SeriesInstanceUID)
-    if "ImageType" in ds:
+    if image_type and "ImageType" in ds:
         values = list(ds.ImageType) if ds["ImageType"].VM > 1 else [str(ds.ImageType)]
         if values and values[0] != "DERIVED":
             values[0] = "DERIVED"
@@ -182,9 +182,9 @@ def set_native_pixels(ds: Any, array: np.ndarray, *, photometric: str | None = N
     from pydicom.uid import ExplicitVRLittleEndian
 
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
-    if tsyntax is not None and tsyntax.is_compressed and not tsyntax.is_deflated:
-        if tsyntax not in _LOSSLESS_SYNTAXES and ds.get("LossyImageCompression") != "01":
-            ds.LossyImageCompression = "01"
+    lossy = tsyntax is not None and tsyntax.is_compressed and not tsyntax.is_deflated
+    if lossy and tsyntax not in _LOSSLESS_SYNTAXES and ds.get("LossyImageCompression") != "01":
+        ds.LossyImageCompression = "01"
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     if array.dtype.kind not in "iu" or array.dtype.itemsize > 4:

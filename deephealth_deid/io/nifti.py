@@ -97,7 +97,7 @@ def read_nifti(path: Path, *, index: int | None = None) -> Volume:
         raise CorruptInputError(
             f"{path}: the image data is truncated or damaged ({e}); copy the file again"
         ) from e
-    data = np.ascontiguousarray(data)
+    data = np.asarray(data)
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         n = int((~np.isfinite(data)).sum())
         raise InvalidDataError(

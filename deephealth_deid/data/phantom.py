@@ -73,10 +73,10 @@ def make_phantom_head(*, spacing: float = 1.5, noise: float = 12.0, seed: int = 
     for side in (-1, 1):
         cx = side * 32
         globe = ell(cx, 71, -18, 11, 11, 11)
-        lid = (ell(cx, 82, -18, 14, 5, 10) | (ell(cx, 78, -18, 14, 7, 11) & head)) & ~globe
+        lid = ell(cx, 81, -18, 14, 5, 10) & ~globe
         lab[lid & ~ell(0, 0, 12, 66, 88, 84)] = LABELS["eyes"]
         lab[globe] = LABELS["eyeball"]
-        lab[ell(side * 80, -8, -20, 8, 16, 30) & ~head] = LABELS["ears"]  # pinna
+        lab[ell(side * 77, -8, -20, 3, 16, 30) & ~head] = LABELS["ears"]  # pinna, 6 mm thick
     # Nose: a wedge on the midline that grows forward downwards; airway behind it.
     t = np.clip((-15.0 - z) / 47.0, 0.0, 1.0)
     reach = 82.0 + 24.0 * t
@@ -84,7 +84,7 @@ def make_phantom_head(*, spacing: float = 1.5, noise: float = 12.0, seed: int = 
     nose &= np.abs(x) <= 3.0 + 11.0 * t * np.clip((reach - y) / (24.0 * t + 1e-3), 0.0, 1.0)
     lab[nose & ~inner] = LABELS["nose"]
     lab[ell(0, 66, -45, 5, 12, 12)] = LABELS["airway"]
-    lab[ell(0, 74, -75, 22, 8, 7) & ~ell(0, 20, -45, 52, 62, 39)] = LABELS["mouth"]
+    lab[ell(0, 76, -75, 22, 5, 7) & ~ell(0, 20, -45, 52, 62, 39)] = LABELS["mouth"]
     image = np.vectorize(_T1.get, otypes=[np.float32])(lab)
     rng = np.random.default_rng(seed)
     bias = 1.0 + 0.1 * (z / 100.0) - 0.05 * (y / 100.0)

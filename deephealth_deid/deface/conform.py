@@ -1,0 +1,207 @@
+"""Conform a native volume to the network's grid, and map predictions back.
+
+The network sees every head the same way: on an axis-aligned RAS grid of fixed
+shape and isotropic spacing, centred on the head, with intensities normalised
+by robust percentiles of the head. Its class probabilities are then sampled
+back at every native voxel centre (trilinear in probability, before any label
+is chosen), so a thick-slice or oblique scan gets a mask that follows its own
+voxels rather than a blocky nearest-neighbour copy of low-resolution labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..io.volume import Volume
+
+__all__ = ["Grid", "head_mask", "conform", "map_back_labels", "sample_on_native", "world_to_voxel"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The network's grid in world space: ``affine`` maps grid voxel indices to RAS mm."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> float:
+        return float(self.affine[0, 0])
+
+
+def world_to_voxel(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Voxel coordinates (N, 3) of world points (N, 3) under ``affine``."""
+    inv = np.linalg.inv(affine)
+    return points @ inv[:3, :3].T + inv[:3, 3]
+
+
+def _otsu(values: np.ndarray, bins: int = 256) -> float:
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centres[int(np.argmax(between))])
+
+
+def head_mask(array: np.ndarray) -> np.ndarray:
+    """Voxels of the head: above half Otsu's threshold, holes filled, largest component.
+
+    Works on any contrast where the scalp is brighter than the air around it:
+    dark skull, CSF or airway inside the scalp are filled in, in 3D and slice by
+    slice along each axis (a field of view that cuts the neck leaves the scalp
+    open at the array border, which 3D filling alone would not close).
+    """
+    a = np.asarray(array, dtype=np.float32)
+    sample = a[:: max(1, a.shape[0] // 64), :: max(1, a.shape[1] // 64), :: max(1, a.shape[2] // 64)]
+    hi = np.percentile(sample, 99.5)
+    lo = np.percentile(sample, 0.5)
+    thr = _otsu(np.clip(sample, lo, hi).ravel()) * 0.5 if hi > lo else hi
+    mask = a > thr
+    filled = ndimage.binary_fill_holes(mask)
+    for axis in range(3):
+        filled |= _fill_slices(mask, axis)
+    labels, n = ndimage.label(filled)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        filled = labels == int(np.argmax(sizes))
+    return filled
+
+
+def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Fill holes in every 2D slice of ``mask`` across ``axis``."""
+    moved = np.moveaxis(mask, axis, 0)
+    out = np.empty_like(moved)
+    for k in range(moved.shape[0]):
+        out[k] = ndimage.binary_fill_holes(moved[k]) if moved[k].any() else moved[k]
+    return np.moveaxis(out, 0, axis)
+
+
+def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> tuple[np.ndarray, Grid]:
+    """Resample ``volume`` onto an axis-aligned RAS grid centred on the head.
+
+    Args:
+        volume: The native volume, any orientation and voxel size.
+        spacing: Grid spacing in mm (isotropic).
+        shape: Grid shape; ``shape * spacing`` must hold an adult head. When the
+            head is taller than the grid (neck and shoulders in the field of
+            view), the grid keeps the top of the head and the face.
+
+    Returns:
+        ``(image, grid)``: the float32 image on the grid, normalised so the
+        head's 1st-99th percentiles map to 0-1, and the grid.
+    """
+    native = np.asarray(volume.array, dtype=np.float32)
+    mask = head_mask(native)
+    ijk = np.argwhere(mask[::2, ::2, ::2]) * 2 if mask.any() else np.argwhere(np.ones((2, 2, 2)))
+    world = ijk @ volume.affine[:3, :3].T + volume.affine[:3, 3]
+    lo, hi = world.min(axis=0), world.max(axis=0)
+    extent = np.array(shape) * spacing
+    centre = (lo + hi) / 2
+    if hi[2] - lo[2] > extent[2] - 10:  # keep the vertex and the face, lose the neck
+        centre[2] = hi[2] + 5 - extent[2] / 2
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = centre - (np.array(shape) - 1) / 2 * spacing
+    grid = Grid(tuple(int(s) for s in shape), affine)  # type: ignore[arg-type]
+
+    # Anti-alias before sampling a finer native grid onto the coarser network grid.
+    sigma = [max(0.0, (spacing / s - 1.0) * 0.5) for s in volume.spacing]
+    src = ndimage.gaussian_filter(native, sigma, truncate=2.0) if max(sigma) > 0.2 else native
+    values = src[mask]
+    p_lo, p_hi = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
+    scale = 1.0 / (p_hi - p_lo) if p_hi > p_lo else 1.0
+    background = float(np.percentile(native, 1))
+    image = _sample(src, volume.affine, grid, order=1, cval=background)
+    image = np.clip((image - p_lo) * scale, -0.5, 2.0).astype(np.float32)
+    return image, grid
+
+
+def _sample(src: np.ndarray, src_affine: np.ndarray, grid: Grid, *, order: int, cval: float) -> np.ndarray:
+    """Values of ``src`` at the centres of ``grid``'s voxels."""
+    # grid voxel -> world -> src voxel is one affine map: use affine_transform.
+    m = np.linalg.inv(src_affine) @ grid.affine
+    return ndimage.affine_transform(
+        src, m[:3, :3], offset=m[:3, 3], output_shape=grid.shape, order=order, cval=cval, mode="constant"
+    )
+
+
+def map_back_labels(probs: np.ndarray, grid: Grid, volume: Volume, *, min_prob: float = 0.05) -> np.ndarray:
+    """Labels on the native grid from class probabilities on the network grid.
+
+    Probabilities are interpolated trilinearly at each native voxel centre and
+    the label chosen there (class 0 is background). Only the native region
+    around voxels with some foreground probability is computed.
+
+    Args:
+        probs: ``(classes, *grid.shape)`` softmax probabilities.
+        grid: The grid they live on.
+        volume: The native volume (its shape and affine are used).
+        min_prob: Grid voxels whose foreground probability is below this do not
+            enlarge the region computed.
+
+    Returns:
+        uint8 labels with the native volume's shape.
+    """
+    out = np.zeros(volume.shape, dtype=np.uint8)
+    fg = probs[1:].sum(axis=0)
+    near = np.argwhere(fg > min_prob)
+    if near.size == 0:
+        return out
+    # Native bounding box of the grid region (with one grid voxel of margin).
+    corners = np.array(np.meshgrid(*[(near[:, a].min() - 1, near[:, a].max() + 1) for a in range(3)]))
+    corners = corners.reshape(3, -1).T.astype(np.float64)
+    world = corners @ grid.affine[:3, :3].T + grid.affine[:3, 3]
+    native = world_to_voxel(volume.affine, world)
+    lo = np.clip(np.floor(native.min(axis=0)).astype(int), 0, np.array(volume.shape) - 1)
+    hi = np.clip(np.ceil(native.max(axis=0)).astype(int) + 1, 1, np.array(volume.shape))
+    sub_shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+    # sub-volume voxel -> native voxel -> world -> grid voxel
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    m = np.linalg.inv(grid.affine) @ volume.affine @ shift
+    best = np.zeros(sub_shape, dtype=np.float32)
+    label = np.zeros(sub_shape, dtype=np.uint8)
+    total = np.zeros(sub_shape, dtype=np.float32)
+    for c in range(1, probs.shape[0]):
+        p = ndimage.affine_transform(
+            probs[c].astype(np.float32, copy=False),
+            m[:3, :3],
+            offset=m[:3, 3],
+            output_shape=sub_shape,
+            order=1,
+            mode="constant",
+            cval=0.0,
+        )
+        total += p
+        better = p > best
+        best[better] = p[better]
+        label[better] = c
+    label[best <= 1.0 - total] = 0  # background wins where its interpolated probability is highest
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = label
+    return out
+
+
+def sample_on_native(
+    values: np.ndarray, grid: Grid, volume: Volume, box: tuple[slice, ...], *, order: int = 1
+) -> np.ndarray:
+    """Values of a grid array sampled at the native voxel centres inside ``box``."""
+    lo = [b.start for b in box]
+    shape = tuple(b.stop - b.start for b in box)
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    m = np.linalg.inv(grid.affine) @ volume.affine @ shift
+    return ndimage.affine_transform(
+        values.astype(np.float32, copy=False),
+        m[:3, :3],
+        offset=m[:3, 3],
+        output_shape=shape,
+        order=order,
+        mode="nearest",
+    )

@@ -1,0 +1,89 @@
+"""From raw network labels to a safe removal mask.
+
+Three steps, each one a safeguard against a known way defacers fail:
+
+1. keep plausible components: at most two eyes, one nose, one mouth, two ears,
+   and nothing smaller than a real feature (stray voxels in the brain or the
+   background are dropped);
+2. grow the mask by a margin in mm over the head's surface layer (cheap
+   insurance for thin structures such as the pinnae and the lids);
+3. the guard: nothing deeper than ``max_depth_mm`` under the skin is ever
+   masked. The brain lies at least ~13 mm under the skin (scalp, skull, CSF)
+   and the eyeball centres ~10 mm or more, so the brain and the globes stay
+   bit-identical whatever the network predicts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["MAX_COMPONENTS", "keep_plausible_components", "surface_depth", "grow_and_guard"]
+
+#: Most components each feature may have (1 eyes, 2 nose, 3 mouth, 4 ears).
+MAX_COMPONENTS: dict[int, int] = {1: 2, 2: 1, 3: 1, 4: 2}
+#: Smallest plausible component, in mm^3, per feature.
+MIN_VOLUME_MM3: dict[int, float] = {1: 150.0, 2: 300.0, 3: 200.0, 4: 300.0}
+
+
+def keep_plausible_components(labels: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Keep, per feature, its largest components up to :data:`MAX_COMPONENTS`, each big enough."""
+    voxel = float(np.prod(spacing))
+    out = np.zeros_like(labels)
+    for value, most in MAX_COMPONENTS.items():
+        comp, n = ndimage.label(labels == value)
+        if n == 0:
+            continue
+        sizes = np.bincount(comp.ravel())[1:] * voxel
+        order = np.argsort(sizes)[::-1][:most]
+        # A second eye or ear must be at least a fifth the size of the first.
+        keep = [i + 1 for i in order if sizes[i] >= MIN_VOLUME_MM3[value] and sizes[i] >= sizes[order[0]] / 5]
+        out[np.isin(comp, keep)] = value
+    return out
+
+
+def surface_depth(head: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Distance in mm from each voxel to the nearest voxel outside the head (0 outside).
+
+    The head mask is closed and filled first, so the nasal cavity, the mouth and
+    the ear canals count as inside: depth is measured from the outer skin.
+    """
+    filled = _fill(head, spacing)
+    return ndimage.distance_transform_edt(filled, sampling=spacing).astype(np.float32)
+
+
+def _fill(head: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    r = np.maximum(1, np.round(3.0 / np.asarray(spacing)).astype(int))
+    structure = np.ones(tuple(2 * r + 1), dtype=bool)
+    padded = np.pad(head, [(int(k), int(k)) for k in r])
+    closed = ndimage.binary_closing(padded, structure=structure)
+    closed = closed[tuple(slice(int(k), -int(k)) for k in r)]
+    return ndimage.binary_fill_holes(closed | head)
+
+
+def grow_and_guard(
+    labels: np.ndarray,
+    depth: np.ndarray,
+    spacing: tuple[float, float, float],
+    *,
+    margin_mm: float,
+    max_depth_mm: float,
+) -> tuple[np.ndarray, int]:
+    """Grow each feature by ``margin_mm`` and drop everything deeper than ``max_depth_mm``.
+
+    Returns:
+        ``(labels, clipped)``: the final labels and how many voxels the guard
+        removed from the network's own (ungrown) prediction — a sign the
+        prediction reached too deep.
+    """
+    fg = labels > 0
+    if margin_mm > 0 and fg.any():
+        dist, (ii, jj, kk) = ndimage.distance_transform_edt(~fg, sampling=spacing, return_indices=True)
+        grown = labels[ii, jj, kk]
+        grown[dist > margin_mm] = 0
+    else:
+        grown = labels.copy()
+    deep = depth > max_depth_mm
+    clipped = int((fg & deep).sum())
+    grown[deep] = 0
+    return grown, clipped

@@ -1,0 +1,117 @@
+"""The defacing pipeline around the network, with a perfect predictor on the phantom.
+
+These tests pin down what the pipeline guarantees whatever the network says:
+conform and map back keep geometry in any orientation, only mask voxels
+change, the guard keeps deep tissue (brain) bit-identical, and the result is
+written in the input's format.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deephealth_deid as dd
+from deephealth_deid.data.phantom import LABELS, make_phantom_head
+from deephealth_deid.deface.conform import Grid, _sample
+from deephealth_deid.deface.pipeline import deface
+from deephealth_deid.io.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def phantom() -> tuple[Volume, Volume]:
+    return make_phantom_head(spacing=2.0, seed=3)
+
+
+def oracle_for(labels: Volume, *, extra: np.ndarray | None = None):
+    """A predictor that returns the phantom's true features (one-hot) on whatever grid it is given."""
+    feat = np.where(labels.array <= 4, labels.array, 0).astype(np.uint8)
+    if extra is not None:
+        feat = np.where(extra, 1, feat).astype(np.uint8)
+    seen: dict[str, Grid] = {}
+
+    def predictor(image: np.ndarray, grid: Grid) -> np.ndarray:
+        lab = _sample(feat, labels.affine, grid, order=0, cval=0)
+        return np.eye(5, dtype=np.float32)[lab].transpose(3, 0, 1, 2)
+
+    predictor.seen = seen  # type: ignore[attr-defined]
+    return predictor
+
+
+def reorient(vol: Volume, perm: tuple[int, int, int], flips: tuple[bool, bool, bool]) -> Volume:
+    """The same head with its array axes permuted and flipped (world geometry unchanged)."""
+    arr = np.transpose(vol.array, perm)
+    aff = vol.affine[:, [*perm, 3]].copy()
+    for axis, flip in enumerate(flips):
+        if flip:
+            arr = np.flip(arr, axis)
+            aff[:3, 3] += aff[:3, axis] * (arr.shape[axis] - 1)
+            aff[:3, axis] *= -1
+    return Volume(np.ascontiguousarray(arr), aff)
+
+
+@pytest.mark.parametrize(
+    "perm, flips",
+    [((0, 1, 2), (False, False, False)), ((2, 0, 1), (True, False, True)), ((1, 2, 0), (False, True, False))],
+)
+def test_features_removed_brain_and_internal_structures_bit_identical(phantom, perm, flips):
+    image, labels = (reorient(v, perm, flips) for v in phantom)
+    out = deface(image, predictor=oracle_for(labels))
+    changed = out.volume.array != image.array
+    lab = labels.array
+    for value, name in ((1, "eyes"), (2, "nose"), (3, "mouth"), (4, "ears")):
+        assert (out.mask.array[lab == value] > 0).mean() > 0.9, name
+        assert out.qc.voxels[name] > 0
+    for name in ("brain", "csf", "airway"):
+        assert not changed[lab == LABELS[name]].any(), name
+    # nothing outside the mask changes, and the mask keeps the input geometry
+    assert not changed[out.mask.array == 0].any()
+    assert np.array_equal(out.mask.affine, image.affine)
+    assert out.volume.array.dtype == image.array.dtype
+    assert out.qc.ok, out.qc.flags
+
+
+def test_guard_keeps_the_brain_even_when_the_network_marks_it(phantom):
+    image, labels = phantom
+    brain = labels.array == LABELS["brain"]
+    out = deface(image, predictor=oracle_for(labels, extra=brain))
+    changed = out.volume.array != image.array
+    assert not changed[brain].any()
+    assert out.qc.guard_clipped > 0
+    assert any("than the guard allows" in f for f in out.qc.flags)
+
+
+def test_missing_feature_is_flagged(phantom):
+    image, labels = phantom
+    no_nose = Volume(np.where(labels.array == 2, 0, labels.array), labels.affine)
+    out = deface(image, predictor=oracle_for(no_nose))
+    assert out.qc.expected["nose"] and out.qc.voxels["nose"] == 0
+    assert "expected nose not found although in the field of view" in out.qc.flags
+
+
+@pytest.mark.parametrize("mode", ["zero", "noise", "blur"])
+def test_modes_change_only_the_mask(phantom, mode):
+    image, labels = phantom
+    out = deface(image, predictor=oracle_for(labels), mode=mode)
+    m = out.mask.array > 0
+    assert np.array_equal(out.volume.array[~m], image.array[~m])
+    assert (out.volume.array[m] != image.array[m]).mean() > 0.9
+    assert image.array[m].mean() > 3 * abs(float(out.volume.array[m].mean())) or mode == "blur"
+
+
+def test_deface_never_modifies_its_input(phantom):
+    image, labels = phantom
+    before = image.array.copy()
+    deface(image, predictor=oracle_for(labels))
+    assert np.array_equal(image.array, before)
+
+
+def test_result_saves_in_the_input_format(phantom, tmp_path):
+    image, labels = phantom
+    src = dd.save_volume(image, tmp_path / "head.nii.gz")
+    vol = dd.load_volume(src)
+    out = deface(vol, predictor=oracle_for(labels))
+    dst = dd.save_volume(out.volume, tmp_path / "defaced.nii.gz")
+    back = dd.load_volume(dst)
+    assert np.array_equal(back.array, out.volume.array)
+    assert np.allclose(back.affine, vol.affine)

@@ -17,6 +17,7 @@ import logging
 
 from . import errors
 from ._version import __version__
+from .deface import DefaceResult, deface, deface_file
 from .errors import DeidError
 from .io import Image, Volume, load_image, load_volume, save_image, save_volume
 
@@ -30,6 +31,9 @@ __all__ = [
     "save_volume",
     "load_image",
     "save_image",
+    "deface",
+    "deface_file",
+    "DefaceResult",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -115,3 +115,55 @@ def test_result_saves_in_the_input_format(phantom, tmp_path):
     back = dd.load_volume(dst)
     assert np.array_equal(back.array, out.volume.array)
     assert np.allclose(back.affine, vol.affine)
+
+
+def test_deface_file_writes_volume_mask_and_qc_and_refuses_overwrite(phantom, tmp_path):
+    image, labels = phantom
+    src = dd.save_volume(image, tmp_path / "head.nii.gz")
+    dst, mask, qc = tmp_path / "out.nii.gz", tmp_path / "mask.nii.gz", tmp_path / "qc.png"
+    result = dd.deface_file(src, dst, save_mask=mask, qc=qc, predictor=oracle_for(labels))
+    assert np.array_equal(dd.load_volume(dst).array, result.volume.array)
+    assert np.array_equal(dd.load_volume(mask).array, result.mask.array)
+    assert set(np.unique(result.mask.array)) == {0, 1, 2, 3, 4}
+    assert qc.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = dst.read_bytes()
+    with pytest.raises(dd.errors.OutputExistsError):
+        dd.deface_file(src, dst, predictor=oracle_for(labels))
+    assert dst.read_bytes() == before
+    with pytest.raises(dd.errors.OutputError, match="input"):
+        dd.deface_file(src, src, overwrite=True, predictor=oracle_for(labels))
+
+
+def test_dicom_series_in_dicom_series_out(phantom, tmp_path):
+    import dicom_factory as fac
+    import pydicom
+
+    image, labels = phantom
+    stored = np.clip(image.array, 0, None).astype(np.uint16)
+    # the phantom is RAS; a DICOM series of axial slices stores it as rows = -y (anterior first), cols = x
+    arr = np.ascontiguousarray(np.transpose(stored, (1, 0, 2))[::-1])
+    fac.write_series(
+        tmp_path / "in",
+        arr,
+        modality="MR",
+        orientation=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0),
+        pixel_spacing=(2.0, 2.0),
+        slice_step=2.0,
+    )
+    vol = dd.load_volume(tmp_path / "in")
+    assert vol.axcodes[2] == "S"
+    lab_vol = Volume(
+        np.ascontiguousarray(np.transpose(labels.array, (1, 0, 2))[::-1]).astype(np.uint8), vol.affine
+    )
+    out = dd.deface_file(tmp_path / "in", tmp_path / "out", predictor=oracle_for(lab_vol))
+    written = sorted((tmp_path / "out").iterdir())
+    assert len(written) == arr.shape[2]
+    back = dd.load_volume(tmp_path / "out")
+    assert np.array_equal(back.array, out.volume.array)
+    assert np.allclose(back.affine, vol.affine)
+    changed = back.array != vol.array
+    assert not changed[out.mask.array == 0].any()
+    assert changed.sum() > 0.8 * (out.mask.array > 0).sum() > 0
+    src0 = pydicom.dcmread(next((tmp_path / "in").iterdir()))
+    out0 = pydicom.dcmread(written[0])
+    assert out0.StudyInstanceUID == src0.StudyInstanceUID and out0.SeriesInstanceUID != src0.SeriesInstanceUID

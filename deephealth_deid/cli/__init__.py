@@ -16,12 +16,17 @@ __all__ = ["main", "SUBCOMMANDS"]
 
 #: Subcommand name -> (module, one-line summary).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "deface": (
+        "deephealth_deid.cli.deface",
+        "remove the face from a head MRI, output in the input's format",
+    ),
     "demo": ("deephealth_deid.cli.demo", "run the pipeline on a built-in example and write the results"),
     "info": ("deephealth_deid.cli.info", "describe a volume or image: format, shape, spacing, orientation"),
     "convert": (
         "deephealth_deid.cli.convert",
         "read a volume or image and write it (e.g. DICOM series to NIfTI)",
     ),
+    "train": ("deephealth_deid.cli.train", "train a network from a YAML configuration (resumable)"),
     "dataset": ("deephealth_deid.cli.dataset", "build, check or describe DeepHealth YAML datasets"),
 }
 

@@ -1,0 +1,67 @@
+"""``deid deface IN OUT``: remove the face from a head MRI, output in the input's format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._common import make_parser, run
+
+log = logging.getLogger("deephealth_deid.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "deface",
+        "Remove the identifying facial features (eye lids, nose, lips, ears) from a head MRI. IN is a NIfTI "
+        "file, a DICOM series folder (or one of its files) or an Enhanced DICOM file; OUT is written in the "
+        "same format (a folder for a DICOM series) with its header kept. The brain, eyeballs, nasal cavity "
+        "and skull are never changed. Inputs are never modified.",
+    )
+    parser.add_argument("input", type=Path, help="head MRI: NIfTI file, DICOM series folder or file")
+    parser.add_argument("output", type=Path, help="output file (.nii/.nii.gz) or folder (DICOM series)")
+    parser.add_argument("--save-mask", type=Path, metavar="MASK", help="also write the removal mask (NIfTI)")
+    parser.add_argument("--qc", type=Path, metavar="QC.png", help="also write a QC picture (PNG)")
+    parser.add_argument("--mode", choices=("zero", "noise", "blur"), default="zero", help="default: zero")
+    parser.add_argument("--margin-mm", type=float, default=3.0, help="grow the mask by this much (default 3)")
+    parser.add_argument("--model", type=Path, help="model file (default: the shipped defacing model)")
+    parser.add_argument("--engine", choices=("auto", "torch", "eddl"), default="auto", help="default: auto")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--volume", type=int, metavar="N", help="volume index of a 4D NIfTI file (0-based)")
+    parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder of several")
+    parser.add_argument("--json", action="store_true", help="print the QC record as JSON")
+    parser.add_argument("-f", "--force", action="store_true", help="replace existing outputs")
+    return parser
+
+
+def _deface(args: argparse.Namespace) -> int:
+    from ..deface import deface_file
+
+    result = deface_file(
+        args.input,
+        args.output,
+        save_mask=args.save_mask,
+        qc=args.qc,
+        overwrite=args.force,
+        index=args.volume,
+        series_uid=args.series,
+        mode=args.mode,
+        margin_mm=args.margin_mm,
+        model=args.model,
+        engine=args.engine,
+        device=args.device,
+    )
+    qc = result.qc
+    if args.json:
+        print(json.dumps({"voxels": qc.voxels, "expected": qc.expected, "flags": qc.flags, "ok": qc.ok}))
+    else:
+        log.info("wrote %s (removed voxels: %s)", args.output, qc.voxels)
+    return 0 if qc.ok else 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``deid deface``; returns 0, or 3 when the QC flags the case for review."""
+    return run(build_parser(), argv, _deface)

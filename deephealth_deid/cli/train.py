@@ -1,0 +1,58 @@
+"""``deid train CONFIG``: train a network from a YAML configuration (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._common import make_parser, run
+
+log = logging.getLogger("deephealth_deid.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "train",
+        "Train the defacing network from a YAML configuration (see training/deface.yaml): synthetic heads "
+        "and/or DeepHealth YAML datasets, validation Dice per class, checkpoints, resume after interruption.",
+    )
+    parser.add_argument("config", type=Path, help="training configuration (YAML)")
+    parser.add_argument("--engine", choices=("auto", "torch", "eddl"), help="override the config's engine")
+    parser.add_argument("--device", help="override the config's device: cpu, cuda, cuda:N or auto")
+    parser.add_argument("--out-dir", type=Path, help="override the config's output folder")
+    parser.add_argument("--iterations", type=int, help="override optim.iterations")
+    parser.add_argument("--time-budget-min", type=float, help="stop (and save) after this many minutes")
+    parser.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..train import load_config, train
+
+    cfg = load_config(
+        args.config,
+        engine=args.engine,
+        device=args.device,
+        out_dir=str(args.out_dir.resolve()) if args.out_dir else None,
+        time_budget_min=args.time_budget_min,
+    )
+    if args.iterations is not None:
+        cfg = replace(cfg, optim=replace(cfg.optim, iterations=args.iterations))
+    result = train(cfg, resume=not args.no_resume)
+    log.info(
+        "model %s after %d iterations (%.0f s); best validation Dice %s",
+        result.model_path,
+        result.iterations,
+        result.seconds,
+        result.best_dice,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``deid train``; returns the exit code."""
+    return run(build_parser(), argv, _train)

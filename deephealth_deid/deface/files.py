@@ -1,0 +1,79 @@
+"""``deface_file``: the whole job on files, with every output checked before any work starts."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..io import load_volume, save_volume
+from ..io._files import atomic_file, check_output
+from .pipeline import DefaceResult, deface
+
+__all__ = ["deface_file", "write_qc_png"]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+def write_qc_png(result: DefaceResult, before: Any, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Write the QC picture of ``result`` (see :func:`~.qc.qc_image`) as a PNG."""
+    from PIL import Image as PILImage
+
+    from .qc import qc_image
+
+    p = check_output(path, overwrite=overwrite)
+    with atomic_file(p) as tmp:
+        PILImage.fromarray(qc_image(before, result.volume, result.mask)).save(tmp, format="PNG")
+    return p
+
+
+def deface_file(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    save_mask: PathLike | None = None,
+    qc: PathLike | None = None,
+    overwrite: bool = False,
+    index: int | None = None,
+    series_uid: str | None = None,
+    **options: Any,
+) -> DefaceResult:
+    """Deface ``src`` (NIfTI file, DICOM series folder or file) into ``dst``, in the same format.
+
+    Args:
+        src: The input; never modified.
+        dst: The output: a ``.nii``/``.nii.gz`` file, or a folder for a DICOM
+            series (an Enhanced DICOM input gives one file).
+        save_mask: Also write the removal mask (labels 1 eyes, 2 nose, 3 mouth,
+            4 ears) as NIfTI here.
+        qc: Also write the QC picture (PNG) here.
+        overwrite: Replace existing outputs.
+        index: Volume of a 4D NIfTI input.
+        series_uid: Series to read from a folder holding several.
+        **options: Passed to :func:`~.pipeline.deface` (``mode``, ``engine``,
+            ``device``, ``model``, ``margin_mm``, ...).
+
+    Returns:
+        The :class:`~.pipeline.DefaceResult`.
+    """
+    outputs = [Path(dst)] + [Path(p) for p in (save_mask, qc) if p is not None]
+    if len({o.resolve() for o in outputs}) != len(outputs):
+        raise ValueError("the output, mask and QC paths must differ")
+    for out in outputs:
+        check_output(out, overwrite=overwrite, inputs=(src,))
+    if save_mask is not None and not str(save_mask).lower().endswith((".nii", ".nii.gz")):
+        from ..errors import OutputError
+
+        raise OutputError(f"{save_mask}: the mask is written as NIfTI; give a path ending in .nii or .nii.gz")
+    volume = load_volume(src, index=index, series_uid=series_uid)
+    result = deface(volume, **options)
+    save_volume(result.volume, dst, overwrite=overwrite)
+    if save_mask is not None:
+        save_volume(result.mask, save_mask, overwrite=overwrite)
+    if qc is not None:
+        write_qc_png(result, volume, qc, overwrite=overwrite)
+    log.info("%s: removed %s", Path(src).name, result.qc.voxels)
+    return result

@@ -1,0 +1,185 @@
+"""Training configuration: YAML loaded with ``yaml.safe_load`` into validated dataclasses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["GridConfig", "DataConfig", "OptimConfig", "TrainConfig", "load_config"]
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The network's grid: isotropic spacing (mm) and shape."""
+
+    spacing_mm: float = 2.0
+    shape: tuple[int, int, int] = (112, 128, 128)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training samples come from.
+
+    Attributes:
+        synthetic: Draw heads from the synthetic generator.
+        datasets: DeepHealth YAML datasets (images with label maps 1 eyes,
+            2 nose, 3 mouth, 4 ears; other values count as background).
+        synthetic_fraction: Share of synthetic samples when datasets are given.
+        validation_size: Held-out synthetic heads for validation Dice.
+        validation_seed: Their seed (never used for training samples).
+        patch: Training patch shape on the grid (centred near the face); the
+            whole grid when null.
+    """
+
+    synthetic: bool = True
+    datasets: tuple[str, ...] = ()
+    synthetic_fraction: float = 1.0
+    validation_size: int = 8
+    validation_seed: int = 1_000_000
+    patch: tuple[int, int, int] | None = (80, 96, 96)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation settings."""
+
+    iterations: int = 2000
+    batch_size: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    class_weights: tuple[float, ...] = (0.2, 1.0, 1.0, 1.0, 1.0)
+    dice_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``deid train`` needs."""
+
+    task: str = "deface"
+    engine: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    threads: int = 0
+    widths: tuple[int, ...] = (8, 16, 32, 64)
+    norm: str = "batch"
+    grid: GridConfig = field(default_factory=GridConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    validate_every: int = 200
+    checkpoint_every: int = 50
+    out_dir: str = "runs/deface"
+    time_budget_min: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _build(cls: type, data: Any, where: str, source: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where or 'top level'}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{source}: {where + '.' if where else ''}{unknown[0]}: unknown key (known: {sorted(known)})"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        sub = (
+            {"grid": GridConfig, "data": DataConfig, "optim": OptimConfig}.get(name)
+            if cls is TrainConfig
+            else None
+        )
+        if sub is not None:
+            kwargs[name] = _build(sub, value, key, source)
+            continue
+        default = getattr(cls(), name)
+        kwargs[name] = _coerce(value, default, key, source)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: {where or 'top level'}: {e}") from e
+
+
+def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    if isinstance(default, tuple) or (default is None and isinstance(value, list)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}: expected a number, got {value!r}")
+        return type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{source}: {key}: expected a string, got {value!r}")
+    return value
+
+
+def _validate(cfg: TrainConfig, source: str) -> TrainConfig:
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {why}")
+
+    if cfg.task != "deface":
+        raise bad("task", f"unknown task {cfg.task!r} (known: deface)")
+    if len(cfg.grid.shape) != 3 or min(cfg.grid.shape) < 16:
+        raise bad("grid.shape", "three sizes of at least 16")
+    stride = 2 ** (len(cfg.widths) - 1)
+    if any(s % stride for s in cfg.grid.shape):
+        raise bad("grid.shape", f"sizes must be multiples of {stride} (the network's stride)")
+    if cfg.data.patch is not None and (
+        len(cfg.data.patch) != 3
+        or any(p % stride or p > g for p, g in zip(cfg.data.patch, cfg.grid.shape, strict=True))
+    ):
+        raise bad("data.patch", f"three multiples of {stride} no larger than grid.shape")
+    if not cfg.data.synthetic and not cfg.data.datasets:
+        raise bad("data", "no training data: set synthetic: true or list datasets")
+    if not 0.0 <= cfg.data.synthetic_fraction <= 1.0:
+        raise bad("data.synthetic_fraction", "between 0 and 1")
+    if len(cfg.optim.class_weights) != 5:
+        raise bad("optim.class_weights", "five weights: background, eyes, nose, mouth, ears")
+    if cfg.optim.iterations < 1 or cfg.optim.batch_size < 1:
+        raise bad("optim", "iterations and batch_size must be at least 1")
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+    """Read a training YAML; ``overrides`` replace top-level keys (e.g. ``engine='eddl'``).
+
+    Relative dataset paths and ``out_dir`` are resolved against the YAML file's folder.
+
+    Raises:
+        ConfigError: Malformed YAML, unknown keys, wrong types or values; the
+            message names the file and the key.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"{p}: no such configuration file") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = _build(TrainConfig, raw, "", str(p))
+    base = p.parent
+    data = cfg.data
+    datasets = tuple(str((base / d).resolve()) if not os.path.isabs(d) else d for d in data.datasets)
+    out_dir = cfg.out_dir if os.path.isabs(cfg.out_dir) else str((base / cfg.out_dir).resolve())
+    from dataclasses import replace
+
+    cfg = replace(cfg, data=replace(data, datasets=datasets), out_dir=out_dir)
+    return _validate(cfg, str(p))

@@ -1,0 +1,210 @@
+"""The training loop: seeded, resumable, validated, logged.
+
+Outputs in ``out_dir``: ``model.safetensors`` (best validation mean Dice, a
+model file any engine loads), ``last.safetensors`` + ``optimizer.pt`` (resume
+point, written every ``checkpoint_every`` iterations), ``metrics.jsonl`` (one
+line per logged iteration and per validation), ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import TrainConfig
+from .samples import DefaceSamples
+
+__all__ = ["TrainResult", "train", "dice_per_class"]
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("eyes", "nose", "mouth", "ears")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the model went and how good it was."""
+
+    model_path: Path
+    iterations: int
+    best_dice: dict[str, float]
+    seconds: float
+
+
+def dice_per_class(pred: np.ndarray, truth: np.ndarray, classes: int = 5) -> dict[str, float]:
+    """Dice of each feature class (NaN when absent from both)."""
+    out = {}
+    for c, name in zip(range(1, classes), FEATURES, strict=True):
+        p, t = pred == c, truth == c
+        denom = p.sum() + t.sum()
+        out[name] = float(2.0 * (p & t).sum() / denom) if denom else float("nan")
+    return out
+
+
+def _validate(engine: Any, model: Any, val: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    scores: dict[str, list[float]] = {n: [] for n in FEATURES}
+    for x, y in val:
+        logits = engine.predict(model, x[None])[0]
+        pred = logits.argmax(axis=0)
+        for name, d in dice_per_class(pred, y).items():
+            if not np.isnan(d):
+                scores[name].append(d)
+    return {n: float(np.mean(v)) if v else float("nan") for n, v in scores.items()}
+
+
+def _prefetch(samples: DefaceSamples, start: int, stop: int, depth: int = 2) -> Any:
+    """Yield training samples from a background thread (numpy/scipy release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = threading.Event()
+
+    def work() -> None:
+        for i in range(start, stop):
+            if done.is_set():
+                return
+            try:
+                q.put((i, samples.training(i)))
+            except Exception as e:
+                q.put((i, e))
+                return
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        for _ in range(start, stop):
+            i, item = q.get()
+            if isinstance(item, Exception):
+                raise item
+            yield i, item
+    finally:
+        done.set()
+
+
+def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = None) -> TrainResult:
+    """Train the defacing U-Net as ``config`` says; resume from ``out_dir`` when a checkpoint is there."""
+    import yaml
+
+    from ..engines import get_engine
+    from ..nets import deface_unet_spec
+
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    engine = get_engine(config.engine, device=config.device)
+    if config.threads and engine.name == "torch":
+        from ..engines.torch_engine import set_threads
+
+        set_threads(config.threads)
+    spec = deface_unet_spec(widths=tuple(config.widths), norm=config.norm, spacing=config.grid.spacing_mm)
+    metadata = {
+        "task": "deface",
+        "labels": {"1": "eyes", "2": "nose", "3": "mouth", "4": "ears"},
+        "grid": {"spacing_mm": config.grid.spacing_mm, "shape": list(config.grid.shape)},
+        "training": {"config": config.to_dict()},
+    }
+    model = engine.build(spec, seed=config.seed)
+    opt = engine.optimizer(model, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    start, best = 0, {"mean": -1.0}
+    state_path, last_path = out / "state.json", out / "last.safetensors"
+    if resume and state_path.is_file() and last_path.is_file():
+        state = json.loads(state_path.read_text())
+        model, _, _ = engine.load(last_path)
+        model.train()
+        opt = engine.optimizer(model, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        _load_optimizer(engine, opt, out / "optimizer.pt")
+        start, best = int(state["iteration"]), state.get("best", best)
+        log.info("resuming at iteration %d (best mean Dice %.3f)", start, best.get("mean", -1))
+    samples = DefaceSamples(config)
+    val = samples.validation()
+    total = config.optim.iterations
+    bar = _progress(progress, start, total)
+    t0 = time.monotonic()
+    metrics = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    weights = list(config.optim.class_weights)
+    it = start
+    try:
+        for it, (x, y) in _prefetch(samples, start, total):
+            stats = engine.train_step(
+                model, opt, x[None], y[None], class_weights=weights, dice_weight=config.optim.dice_weight
+            )
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}")
+            if (it + 1) % 10 == 0:
+                metrics.write(
+                    json.dumps({"iteration": it + 1, "time_s": round(time.monotonic() - t0, 1), **stats})
+                    + "\n"
+                )
+                metrics.flush()
+            last = it + 1 == total
+            over = config.time_budget_min is not None and time.monotonic() - t0 > config.time_budget_min * 60
+            if val and ((it + 1) % config.validate_every == 0 or last or over):
+                scores = _validate(engine, model, val)
+                mean = float(np.nanmean(list(scores.values())))
+                metrics.write(
+                    json.dumps({"iteration": it + 1, "validation_dice": scores, "mean": mean}) + "\n"
+                )
+                metrics.flush()
+                log.info(
+                    "iteration %d: validation Dice %s", it + 1, {k: round(v, 3) for k, v in scores.items()}
+                )
+                if mean > best.get("mean", -1.0):
+                    best = {"mean": mean, **scores, "iteration": it + 1}
+                    engine.save(
+                        model,
+                        spec,
+                        out / "model.safetensors",
+                        metadata={**metadata, "validation": best},
+                        overwrite=True,
+                    )
+            if (it + 1) % config.checkpoint_every == 0 or last or over:
+                engine.save(model, spec, last_path, metadata=metadata, overwrite=True)
+                _save_optimizer(engine, opt, out / "optimizer.pt")
+                state_path.write_text(json.dumps({"iteration": it + 1, "best": best}))
+            if over:
+                log.info("time budget of %.0f min reached at iteration %d", config.time_budget_min, it + 1)
+                break
+    finally:
+        metrics.close()
+        if bar is not None:
+            bar.close()
+    if not val or not (out / "model.safetensors").exists():
+        engine.save(model, spec, out / "model.safetensors", metadata=metadata, overwrite=True)
+    return TrainResult(out / "model.safetensors", it + 1, best, time.monotonic() - t0)
+
+
+def _save_optimizer(engine: Any, opt: Any, path: Path) -> None:
+    if engine.name != "torch":
+        return
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(opt.state_dict(), tmp)
+    tmp.replace(path)
+
+
+def _load_optimizer(engine: Any, opt: Any, path: Path) -> None:
+    if engine.name != "torch" or not path.is_file():
+        return
+    import torch
+
+    opt.load_state_dict(torch.load(path, weights_only=True))
+
+
+def _progress(progress: bool | None, start: int, total: int) -> Any:
+    import sys
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="training", unit="it")

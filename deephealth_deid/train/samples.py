@@ -1,0 +1,107 @@
+"""Training samples for the defacer, on the network's grid.
+
+Every sample goes through the same :func:`~deephealth_deid.deface.conform.conform`
+as inference, so the network learns exactly what it will see. Labels are the
+features only (1 eyes, 2 nose, 3 mouth, 4 ears; everything else 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..deface.conform import _sample, conform
+from ..io.volume import Volume
+from .config import TrainConfig
+
+__all__ = ["DefaceSamples", "features_only"]
+
+log = logging.getLogger(__name__)
+
+
+def features_only(labels: np.ndarray) -> np.ndarray:
+    """Label map restricted to the four features (other values become background)."""
+    out = np.asarray(labels).astype(np.int64, copy=False)
+    return np.where((out >= 1) & (out <= 4), out, 0).astype(np.uint8)
+
+
+class DefaceSamples:
+    """Draws (image, labels) pairs on the grid from the generator and/or YAML datasets."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.spacing = config.grid.spacing_mm
+        self.shape = tuple(config.grid.shape)
+        self._generator = None
+        if config.data.synthetic:
+            from ..data.synth_heads import SynthHeadGenerator
+
+            self._generator = SynthHeadGenerator(seed=config.seed)
+            self._val_generator = SynthHeadGenerator(seed=config.data.validation_seed)
+        self._pairs: list[tuple[Path, Path]] = []
+        for path in config.data.datasets:
+            from ..data.dataset import load_dataset
+
+            ds = load_dataset(path, check_files=True)
+            for sample in ds.split_samples("training") or ds.samples:
+                if sample.label is None:
+                    continue
+                self._pairs.append((Path(sample.location), Path(sample.label)))
+        if config.data.datasets and not self._pairs:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"the datasets {list(config.data.datasets)} hold no labelled training images")
+
+    def on_grid(self, image: Volume, labels: Volume) -> tuple[np.ndarray, np.ndarray]:
+        """Conform an image and its labels to the grid."""
+        x, grid = conform(image, spacing=self.spacing, shape=self.shape)
+        y = _sample(features_only(labels.array), labels.affine, grid, order=0, cval=0)
+        return x, y
+
+    def _draw(self, index: int, rng: np.random.Generator) -> tuple[Volume, Volume]:
+        use_synth = self._generator is not None and (
+            not self._pairs or rng.random() < self.config.data.synthetic_fraction
+        )
+        if use_synth:
+            return self._generator.sample(index)  # type: ignore[union-attr]
+        from ..io import load_volume
+
+        img_path, lab_path = self._pairs[int(rng.integers(len(self._pairs)))]
+        return load_volume(img_path), load_volume(lab_path)
+
+    def training(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index``: image ``[1, *patch]`` float32 and labels ``[*patch]`` int64."""
+        rng = np.random.default_rng([self.config.seed, index])
+        x, y = self.on_grid(*self._draw(index, rng))
+        patch = self.config.data.patch
+        if patch is not None:
+            x, y = _crop(x, y, tuple(patch), rng)
+        return x[None].astype(np.float32), y.astype(np.int64)
+
+    def validation(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The held-out validation heads on the full grid (seeds never used in training)."""
+        if self._generator is None:
+            return []
+        out = []
+        for i in range(self.config.data.validation_size):
+            x, y = self.on_grid(*self._val_generator.sample(i))
+            out.append((x[None].astype(np.float32), y.astype(np.int64)))
+        return out
+
+
+def _crop(
+    x: np.ndarray, y: np.ndarray, patch: tuple[int, int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A patch centred near a random feature voxel (80%) or anywhere in the head (20%)."""
+    fg = np.argwhere(y > 0)
+    if fg.size and rng.random() < 0.8:
+        centre = fg[int(rng.integers(len(fg)))] + rng.integers(-12, 13, size=3)
+    else:
+        centre = np.array(
+            [int(rng.integers(p // 2, s - p // 2 + 1)) for p, s in zip(patch, x.shape, strict=True)]
+        )
+    lo = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, x.shape, strict=True)]
+    box = tuple(slice(a, a + p) for a, p in zip(lo, patch, strict=True))
+    return x[box], y[box]

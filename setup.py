@@ -1,5 +1,17 @@
-"""Build script; the metadata lives in pyproject.toml."""
+"""Build script; the metadata lives in pyproject.toml.
 
-from setuptools import setup
+The repository's top-level ``models/`` folder (shipped model files, their cards
+and registry.json) is installed as the package ``deephealth_deid.shipped_models``,
+so the models load offline after a plain, non-editable install.
+"""
 
-setup()
+from setuptools import find_packages, setup
+
+setup(
+    packages=[*find_packages(include=["deephealth_deid", "deephealth_deid.*"]), "deephealth_deid.shipped_models"],
+    package_dir={"deephealth_deid.shipped_models": "models"},
+    package_data={
+        "deephealth_deid": ["py.typed", "data/assets/*.npz", "data/assets/README.md"],
+        "deephealth_deid.shipped_models": ["*.json", "*.md", "*.safetensors"],
+    },
+)

@@ -229,10 +229,46 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_synth(sub: Any) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="write synthetic labelled heads and their dataset YAML",
+        description="Write N synthetic heads (NIfTI images and label maps: 1 eyes, 2 nose, 3 mouth, 4 ears) "
+        "drawn by the seeded generator, and a DeepHealth dataset YAML listing them.",
+    )
+    _add_verbosity(p)
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder for images/, labels/ and dataset.yaml")
+    p.add_argument("-n", type=int, default=20, help="number of heads (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--spacing", type=float, default=2.0, help="voxel size in mm (default 2)")
+    p.add_argument("--shape", type=int, nargs=3, default=(128, 128, 128), metavar=("X", "Y", "Z"))
+    p.add_argument("--all-labels", action="store_true", help="keep tissue labels, not only the features")
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("-f", "--force", action="store_true", help="replace an existing dataset")
+    p.set_defaults(command=_synth)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from ..data.synth_heads import write_synth_dataset
+
+    path = write_synth_dataset(
+        args.out_dir,
+        n=args.n,
+        seed=args.seed,
+        spacing_mm=args.spacing,
+        shape=tuple(args.shape),
+        target_only=not args.all_labels,
+        validation_fraction=args.validation_fraction,
+        overwrite=args.force,
+    )
+    print(path)
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 #: One function per subcommand; each adds its parser and sets ``command``.
-_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_build, _add_check, _add_info)
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_build, _add_check, _add_info, _add_synth)
 
 
 def _parser() -> argparse.ArgumentParser:

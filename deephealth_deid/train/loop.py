@@ -102,7 +102,9 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
         from ..engines.torch_engine import set_threads
 
         set_threads(config.threads)
-    spec = deface_unet_spec(widths=tuple(config.widths), norm=config.norm, spacing=config.grid.spacing_mm)
+    spec = deface_unet_spec(
+        widths=tuple(config.widths), norm=config.norm, spacing=(config.grid.spacing_mm,) * 3
+    )
     metadata = {
         "task": "deface",
         "labels": {"1": "eyes", "2": "nose", "3": "mouth", "4": "ears"},

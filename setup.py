@@ -8,7 +8,10 @@ so the models load offline after a plain, non-editable install.
 from setuptools import find_packages, setup
 
 setup(
-    packages=[*find_packages(include=["deephealth_deid", "deephealth_deid.*"]), "deephealth_deid.shipped_models"],
+    packages=[
+        *find_packages(include=["deephealth_deid", "deephealth_deid.*"]),
+        "deephealth_deid.shipped_models",
+    ],
     package_dir={"deephealth_deid.shipped_models": "models"},
     package_data={
         "deephealth_deid": ["py.typed", "data/assets/*.npz", "data/assets/README.md"],

@@ -53,7 +53,7 @@ def make_phantom_head(*, spacing: float = 1.5, noise: float = 12.0, seed: int = 
         [1, 2, 3, 4]
     """
     fov = np.array([180.0, 230.0, 210.0])  # x (L-R), y (P-A), z (I-S) in mm
-    shape = tuple(int(round(f / spacing)) for f in fov)
+    shape = tuple(round(f / spacing) for f in fov)
     affine = np.diag([spacing, spacing, spacing, 1.0])
     affine[:3, 3] = -fov / 2 + spacing / 2
     ijk = np.indices(shape, dtype=np.float32)

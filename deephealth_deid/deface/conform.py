@@ -17,7 +17,15 @@ from scipy import ndimage
 
 from ..io.volume import Volume
 
-__all__ = ["Grid", "head_mask", "conform", "map_back_labels", "sample_on_native", "world_to_voxel"]
+__all__ = [
+    "Grid",
+    "head_mask",
+    "head_threshold",
+    "conform",
+    "map_back_labels",
+    "sample_on_native",
+    "world_to_voxel",
+]
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,7 @@ def head_mask(array: np.ndarray) -> np.ndarray:
     open at the array border, which 3D filling alone would not close).
     """
     a = np.asarray(array, dtype=np.float32)
-    sample = a[:: max(1, a.shape[0] // 64), :: max(1, a.shape[1] // 64), :: max(1, a.shape[2] // 64)]
-    hi = np.percentile(sample, 99.5)
-    lo = np.percentile(sample, 0.5)
-    thr = _otsu(np.clip(sample, lo, hi).ravel()) * 0.5 if hi > lo else hi
-    mask = a > thr
+    mask = a > head_threshold(a)
     filled = ndimage.binary_fill_holes(mask)
     for axis in range(3):
         filled |= _fill_slices(mask, axis)
@@ -73,6 +77,16 @@ def head_mask(array: np.ndarray) -> np.ndarray:
         sizes[0] = 0
         filled = labels == int(np.argmax(sizes))
     return filled
+
+
+def head_threshold(array: np.ndarray) -> float:
+    """Head/air threshold: half of Otsu's threshold of the (robustly clipped) intensities."""
+    a = np.asarray(array)
+    sample = a[:: max(1, a.shape[0] // 64), :: max(1, a.shape[1] // 64), :: max(1, a.shape[2] // 64)]
+    sample = sample.astype(np.float32)
+    hi = np.percentile(sample, 99.5)
+    lo = np.percentile(sample, 0.5)
+    return float(_otsu(np.clip(sample, lo, hi).ravel()) * 0.5) if hi > lo else float(hi)
 
 
 def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io.volume import Volume
-from .conform import Grid, _sample, head_mask
+from .conform import Grid, _sample, head_threshold
 
 __all__ = ["qc_image", "render_surface"]
 
@@ -77,8 +77,7 @@ def qc_image(before: Volume, after: Volume, mask: Volume, *, spacing: float = 1.
     ras_before = _sample(before.array.astype(np.float32), before.affine, grid, order=1, cval=lo)
     ras_after = _sample(after.array.astype(np.float32), after.affine, grid, order=1, cval=lo)
     ras_mask = _sample(mask.array, mask.affine, grid, order=0, cval=0)
-    head = head_mask(ras_before)
-    threshold = float(np.percentile(ras_before[head], 5)) if head.any() else lo
+    threshold = head_threshold(ras_before)
     rows = []
     for ras in (ras_before, ras_after):
         panels = [render_surface(ras, threshold, v) for v in ("front", "left", "right")]

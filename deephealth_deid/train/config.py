@@ -33,6 +33,7 @@ class DataConfig:
         validation_seed: Their seed (never used for training samples).
         patch: Training patch shape on the grid (centred near the face); the
             whole grid when null.
+        patches_per_head: Consecutive patches drawn from each generated head.
     """
 
     synthetic: bool = True
@@ -41,6 +42,7 @@ class DataConfig:
     validation_size: int = 8
     validation_seed: int = 1_000_000
     patch: tuple[int, int, int] | None = (80, 96, 96)
+    patches_per_head: int = 1
 
 
 @dataclass(frozen=True)

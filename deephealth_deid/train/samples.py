@@ -35,6 +35,7 @@ class DefaceSamples:
         self.spacing = config.grid.spacing_mm
         self.shape = tuple(config.grid.shape)
         self._generator = None
+        self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
         if config.data.synthetic:
             from ..data.synth_heads import SynthHeadGenerator
 
@@ -72,12 +73,20 @@ class DefaceSamples:
         return load_volume(img_path), load_volume(lab_path)
 
     def training(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sample ``index``: image ``[1, *patch]`` float32 and labels ``[*patch]`` int64."""
-        rng = np.random.default_rng([self.config.seed, index])
-        x, y = self.on_grid(*self._draw(index, rng))
+        """Sample ``index``: image ``[1, *patch]`` float32 and labels ``[*patch]`` int64.
+
+        With patches, each head serves ``data.patches_per_head`` consecutive
+        samples (different patches), which keeps a CPU's cores on the network.
+        """
         patch = self.config.data.patch
+        per_head = self.config.data.patches_per_head if patch is not None else 1
+        head = index // per_head
+        if self._cached is None or self._cached[0] != head:
+            rng = np.random.default_rng([self.config.seed, head])
+            self._cached = (head, *self.on_grid(*self._draw(head, rng)))
+        _, x, y = self._cached
         if patch is not None:
-            x, y = _crop(x, y, tuple(patch), rng)
+            x, y = _crop(x, y, tuple(patch), np.random.default_rng([self.config.seed, head, index]))
         return x[None].astype(np.float32), y.astype(np.int64)
 
     def validation(self) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -53,20 +53,28 @@ def test_unknown_subcommand_is_an_error(capsys):
     assert "unknown command" in capsys.readouterr().err
 
 
-def test_demo_writes_a_labelled_head_and_refuses_to_overwrite(tmp_path, capsys):
+def test_demo_defaces_the_example_and_refuses_to_overwrite(tmp_path, capsys):
+    pytest.importorskip("torch", reason="the demo runs the shipped model on the PyTorch engine")
+    import json
+
     out = tmp_path / "demo"
     assert deid(["demo", str(out), "-q"]) == 0
-    head = nib.load(out / "head.nii.gz")
-    labels = np.asanyarray(nib.load(out / "head_labels.nii.gz").dataobj)
-    assert head.shape == labels.shape
-    # every identifying feature is present in the example, and the preview exists
-    assert set(np.unique(labels)) >= {1, 2, 3, 4}
-    assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    before = (out / "head.nii.gz").read_bytes()
+    head = dd.load_volume(out / "head.nii.gz")
+    labels = dd.load_volume(out / "head_labels.nii.gz")
+    defaced = dd.load_volume(out / "head_defaced.nii.gz")
+    mask = dd.load_volume(out / "head_mask.nii.gz")
+    assert head.shape == labels.shape == defaced.shape == mask.shape
+    assert set(np.unique(labels.array)) >= {1, 2, 3, 4}  # every feature is in the example
+    changed = defaced.array != head.array
+    assert changed.any() and (mask.array[changed] > 0).all()
+    assert not changed[labels.array == 9].any()  # brain
+    assert (out / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((out / "qc.json").read_text())
+    assert set(record["voxels"]) == {"eyes", "nose", "mouth", "ears"}
+    before = (out / "head_defaced.nii.gz").read_bytes()
     assert deid(["demo", str(out), "-q"]) == 1
     assert "--force" in capsys.readouterr().err
-    assert (out / "head.nii.gz").read_bytes() == before
-    assert deid(["demo", str(out), "-q", "--force"]) == 0
+    assert (out / "head_defaced.nii.gz").read_bytes() == before
 
 
 def test_convert_and_info_on_the_real_head(tmp_path, chris_t1, capsys):

@@ -23,9 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="registry name, e.g. deface")
     parser.add_argument("--file", required=True, help="file name inside models/")
     parser.add_argument("--card", help="model card file name inside models/")
+    parser.add_argument(
+        "--status",
+        help="record a status in the model's metadata (e.g. experimental); loaders warn unless 'validated'",
+    )
     args = parser.parse_args(argv)
     dst = MODELS / args.file
-    shutil.copyfile(args.model, dst)
+    if args.status:
+        from deephealth_deid.engines import get_engine
+
+        engine = get_engine("torch", device="cpu")
+        model, spec, metadata = engine.load(args.model)
+        engine.save(model, spec, dst, metadata={**metadata, "status": args.status}, overwrite=True)
+    else:
+        shutil.copyfile(args.model, dst)
     sha = hashlib.sha256(dst.read_bytes()).hexdigest()
     registry_path = MODELS / "registry.json"
     registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}

@@ -24,7 +24,7 @@ def _import_error() -> Exception | None:
     """The exception importing ``pyeddl.eddl`` raises, or ``None`` when it imports."""
     try:
         import pyeddl.eddl  # noqa: F401
-    except (ImportError, OSError) as e:  # OSError: libeddl.so missing
+    except Exception as e:  # also a missing libeddl.so, or bindings built for another EDDL
         return e
     return None
 

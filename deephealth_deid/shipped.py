@@ -31,7 +31,8 @@ def models_dir() -> Path:
     try:
         from importlib.resources import files
 
-        installed = Path(str(files("deephealth_deid.shipped_models")))
+        registry = files("deephealth_deid.shipped_models") / "registry.json"
+        installed = Path(str(registry)).parent
         if (installed / "registry.json").is_file():
             return installed
     except (ModuleNotFoundError, TypeError):

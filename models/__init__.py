@@ -1,0 +1,1 @@
+"""Shipped model files of deephealth_deid (installed as ``deephealth_deid.shipped_models``)."""

@@ -12,6 +12,11 @@ Keras model) needs its own environment, e.g.::
 
     python3 -m venv dd && dd/bin/pip install tensorflow-cpu==2.15.1 'nibabel<5' 'numpy<2' termcolor
     dd/bin/pip install --no-deps deepdefacer==2.1.2
+
+DeepDefacer 2.1.2 also imports SimpleITK and calls ``Transform.AddTransform``,
+which SimpleITK 2.x removed; SimpleITK 1.x has no wheel for Python 3.11, so on
+Python 3.11 DeepDefacer fails before defacing (seen on 2026-11-27): run it with
+an older Python where SimpleITK<2 installs.
 """
 
 from __future__ import annotations

@@ -320,8 +320,14 @@ def _scan_folder(
             continue
         try:
             item = _read_header(p, sniff=True)
+            if item is not None and not item.has_pixels:
+                meta = getattr(item.ds, "file_meta", None)
+                if meta is None or meta.get("MediaStorageSOPClassUID") != _DICOMDIR_CLASS:
+                    _check_not_cut_image(item)
         except CorruptInputError:
-            if not _has_magic(p):
+            # Looking for the rest of one file's series, a damaged file of unknown
+            # series is not ours to judge; in a series folder it is an error.
+            if want_uid is not None or not _has_magic(p):
                 skipped += 1
                 continue
             raise
@@ -332,8 +338,6 @@ def _scan_folder(
         if meta is not None and meta.get("MediaStorageSOPClassUID") == _DICOMDIR_CLASS:
             skipped += 1
             continue
-        if not item.has_pixels:
-            _check_not_cut_image(item)
         if want_uid is not None and item.series_uid != want_uid:
             continue
         items.append(item)

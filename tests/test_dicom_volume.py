@@ -927,3 +927,15 @@ def test_output_is_independent_of_input_files_after_loading(ct_series: dict, tmp
     np.testing.assert_array_equal(dd.load_volume(out).array, vol.array)
     with pytest.raises(SeriesError):
         read_dicom_volume(moved, series_uid="9.9")
+
+
+def test_one_file_of_a_series_ignores_a_damaged_file_of_another_series(tmp_path: Path) -> None:
+    values = stored_values((6, 7, 3))
+    paths = fac.write_series(tmp_path / "mixed", values)
+    broken = tmp_path / "mixed" / "zz_broken.dcm"
+    other = fac.write_series(tmp_path / "other", stored_values((6, 7, 2), seed=3))[0]
+    broken.write_bytes(other.read_bytes()[:200])  # a DICOM preamble and a cut header
+    vol = dd.load_volume(paths[0])
+    np.testing.assert_array_equal(vol.array, values)
+    with pytest.raises(CorruptInputError, match="zz_broken"):
+        dd.load_volume(tmp_path / "mixed")

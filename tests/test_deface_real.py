@@ -19,7 +19,7 @@ from deephealth_deid.deface.evaluate import VARIANTS, check_landmarks, load_land
 pytest.importorskip("torch", reason="the shipped model runs on the PyTorch engine (pip install torch)")
 
 #: Variants where the shipped model does not yet remove every face landmark (see its model card).
-_GAP = "the shipped experimental model (1 h of CPU training) does not remove every face landmark yet"
+_GAP = "the shipped experimental model (about 1 h of CPU training) does not remove every face landmark yet"
 SURFACE_GAPS: dict[str, str] = dict.fromkeys(VARIANTS, _GAP)
 
 

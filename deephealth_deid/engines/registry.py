@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -306,20 +305,16 @@ def atomic_write(path: str | os.PathLike[str], parts: Sequence[bytes], *, overwr
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists; pass overwrite=True to replace it")
+    from ..io._files import atomic_file
+
     digest = hashlib.sha256()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for part in parts:
-                f.write(part)
-                digest.update(part)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        for part in parts:
+            f.write(part)
+            digest.update(part)
+        f.flush()
+        os.fsync(f.fileno())
     return digest.hexdigest()
 
 

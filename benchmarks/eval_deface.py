@@ -37,13 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def synthetic_dice(model: str | None, n: int) -> dict[str, float]:
     predictor, spacing, shape = load_predictor(model)
-    cfg = TrainConfig(grid=GridConfig(spacing_mm=spacing, shape=shape))
+    # input_channels=1: on_grid gives the conformed image, and the predictor adds what its model needs.
+    cfg = TrainConfig(grid=GridConfig(spacing_mm=spacing, shape=shape), input_channels=1)
     samples = DefaceSamples(cfg)
     gen = SynthHeadGenerator(seed=2_000_000)
     scores: dict[str, list[float]] = {k: [] for k in ("eyes", "nose", "mouth", "ears")}
     for i in range(n):
         x, y = samples.on_grid(*gen.sample(i))
-        pred = predictor(x).argmax(axis=0)
+        pred = predictor(x[0]).argmax(axis=0)
         for k, v in dice_per_class(pred, y).items():
             if not np.isnan(v):
                 scores[k].append(v)

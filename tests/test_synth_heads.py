@@ -39,8 +39,10 @@ def world_points(vol: Volume, mask: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def geo_gen() -> SynthHeadGenerator:
-    """Upright heads (no rotation), whole field of view, 2 mm: for geometric checks."""
-    return SynthHeadGenerator(shape=(112, 112, 112), spacing_mm=2.0, seed=11, rotation_deg=0.0, crops=NO_CROP)
+    """Upright heads (no rotation), whole field of view, 2 mm, anatomical labels: for geometric checks."""
+    return SynthHeadGenerator(
+        shape=(112, 112, 112), spacing_mm=2.0, seed=11, rotation_deg=0.0, crops=NO_CROP, feature_margin_mm=0.0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +149,31 @@ def test_nose_is_anterior_and_midline_and_mouth_below_it(geo_samples: list) -> N
         assert mouth[:, 2].mean() < nose[:, 2].mean() - 10 / sp, "mouth below the nose"
         assert nose[:, 2].mean() < globes[:, 2].mean(), "nose below the eyes"
     assert seen >= 2
+
+
+def test_removal_targets_grow_the_features_over_soft_tissue_only() -> None:
+    kw = {"shape": (112, 112, 112), "spacing_mm": 2.0, "seed": 11, "crops": NO_CROP}
+    for i in range(3):
+        anat = SynthHeadGenerator(feature_margin_mm=0.0, **kw).sample(i)[1].array
+        grown = SynthHeadGenerator(**kw).sample(i)[1].array  # default: 5 mm margin, 10 mm deep at most
+        changed = anat != grown
+        # Every anatomical feature voxel keeps its label; only skin and fat/muscle become features.
+        feats = (anat >= 1) & (anat <= 4)
+        assert np.array_equal(anat[feats], grown[feats])
+        assert set(np.unique(anat[changed]).tolist()) <= {LABELS["skin"], LABELS["fat"]}
+        assert set(np.unique(grown[changed]).tolist()) <= {EYES, NOSE, MOUTH, EARS}
+        for f in (EYES, EARS):
+            assert (grown == f).sum() > 1.3 * (anat == f).sum(), f"feature {f} should be thicker"
+        # Within the margin of the feature it grew from, and no deeper than 10 mm under the skin.
+        for f in (EYES, NOSE, MOUTH, EARS):
+            new = changed & (grown == f)
+            if not new.any():
+                continue
+            d = ndi.distance_transform_edt(anat != f, sampling=2.0)
+            assert d[new].max() <= 5.0 + 1e-6
+        inside = ndi.binary_fill_holes(anat != 0)
+        depth = ndi.distance_transform_edt(inside, sampling=2.0)
+        assert depth[changed].max() <= 10.0 + 1e-6
 
 
 def test_brain_is_never_near_a_feature() -> None:

@@ -63,6 +63,7 @@ from .phantom import FEATURES, LABELS
 __all__ = [
     "SynthHeadGenerator",
     "SynthSample",
+    "removal_targets",
     "CONTRASTS",
     "CROP_MODES",
     "write_synth_dataset",
@@ -156,6 +157,11 @@ class SynthHeadGenerator:
         max_slice_mm: Thickest simulated slice.
         degrade: Add noise, blur, bias field and gamma (switch off to see the
             clean contrast).
+        feature_margin_mm: Each feature's label takes in the skin and soft
+            tissue within this distance of it (see :func:`removal_targets`);
+            0 keeps the anatomical labels (lids, external nose, lips, pinnae).
+        feature_depth_mm: ... but never deeper under the skin than this (the
+            defacing pipeline's guard depth).
 
     Example:
         >>> gen = SynthHeadGenerator(shape=(48, 48, 48), spacing_mm=5.0, seed=3, target_only=True)
@@ -182,6 +188,8 @@ class SynthHeadGenerator:
         thick_slice_probability: float = 0.5,
         max_slice_mm: float = 7.0,
         degrade: bool = True,
+        feature_margin_mm: float = 5.0,
+        feature_depth_mm: float = 10.0,
     ) -> None:
         sp = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,)).copy()
         if np.any(sp <= 0):
@@ -220,6 +228,10 @@ class SynthHeadGenerator:
         self.thick_slice_probability = float(thick_slice_probability)
         self.max_slice_mm = float(max_slice_mm)
         self.degrade = bool(degrade)
+        if feature_margin_mm < 0 or feature_depth_mm <= 0:
+            raise ValueError("feature_margin_mm must be >= 0 and feature_depth_mm > 0")
+        self.feature_margin_mm = float(feature_margin_mm)
+        self.feature_depth_mm = float(feature_depth_mm)
         self._label_lut = label_of_code(np.arange(256, dtype=np.uint8))
         self._feature_lut = np.array(
             [(c >> FEATURE_SHIFT) if (c >> FEATURE_SHIFT) <= 4 else 0 for c in range(256)], np.uint8
@@ -256,6 +268,8 @@ class SynthHeadGenerator:
         code = self._sample_code(tpl, affine, to_template)
         code = self._background(code, affine, world_of_template, tpl, rng(7), info)
         labels = self._label_lut[code]
+        if self.feature_margin_mm > 0:
+            labels = removal_targets(labels, self.spacing, self.feature_margin_mm, self.feature_depth_mm)
         crop_mask = self._crop(labels, affine, rng(6), info)
         image = self._image(code, rng(4), rng(5), info)
         if crop_mask is not None:
@@ -626,6 +640,55 @@ class SynthHeadGenerator:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def removal_targets(
+    labels: np.ndarray, spacing: Sequence[float], margin_mm: float, depth_mm: float
+) -> np.ndarray:
+    """Grow each feature label over the skin and soft tissue around it: what a defacer removes.
+
+    The anatomical features are thin (an eyelid or a pinna is 2-4 mm thick, one
+    or two voxels of the network's grid), yet a face is recognised from its
+    surface, and removing a 1 mm shell leaves it. The removal target of each
+    feature is therefore the feature plus every skin and fat/muscle voxel within
+    ``margin_mm`` of it (nearest feature wins) that lies at most ``depth_mm``
+    under the skin and more than 8 mm from the brain. Skull, CSF, brain,
+    eyeballs and airway are never included.
+
+    Args:
+        labels: Full label map (:data:`~deephealth_deid.data.phantom.LABELS`).
+        spacing: Voxel size in mm.
+        margin_mm: How far the features grow.
+        depth_mm: Deepest voxel under the skin they may take.
+
+    Returns:
+        The label map with the grown features (a new array).
+    """
+    feature = (labels >= 1) & (labels <= 4)
+    out = labels.copy()
+    if not feature.any() or margin_mm <= 0:
+        return out
+    sp = np.asarray(spacing, dtype=np.float64)
+    pad = np.ceil((margin_mm + depth_mm) / sp).astype(int) + 1
+    idx = np.argwhere(feature)
+    lo = np.maximum(idx.min(0) - pad, 0)
+    hi = np.minimum(idx.max(0) + pad + 1, labels.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    sub = labels[box]
+    fsub = feature[box]
+    dist, nearest = ndi.distance_transform_edt(~fsub, sampling=sp, return_indices=True)
+    # Depth under the skin: distance to the air, with the box edge counting as inside when the head goes on.
+    inside = ndi.binary_fill_holes(sub != LABELS["background"])
+    depth = ndi.distance_transform_edt(np.pad(inside, 1, mode="edge"), sampling=sp)[1:-1, 1:-1, 1:-1]
+    soft = np.isin(sub, [LABELS["skin"], LABELS["fat"]])
+    grow = soft & (dist <= margin_mm) & (depth <= depth_mm)
+    brain = sub == LABELS["brain"]
+    if brain.any():  # as in the templates: no feature within 8 mm of the brain
+        grow &= ndi.distance_transform_edt(~brain, sampling=sp) > 8.0
+    grown = sub.copy()
+    grown[grow] = sub[tuple(n[grow] for n in nearest)]
+    out[box] = grown
+    return out
 
 
 def _probabilities(given: dict[str, float], known: dict[str, float], what: str) -> dict[str, float]:

@@ -22,6 +22,8 @@ __all__ = [
     "head_mask",
     "head_threshold",
     "conform",
+    "network_input",
+    "DEPTH_SCALE_MM",
     "map_back_labels",
     "sample_on_native",
     "world_to_voxel",
@@ -135,6 +137,29 @@ def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> t
     image = _sample(src, volume.affine, grid, order=1, cval=background)
     image = np.clip((image - p_lo) * scale, -0.5, 2.0).astype(np.float32)
     return image, grid
+
+
+#: Depth under the skin (mm) that the network's depth channel scales to 1.
+DEPTH_SCALE_MM = 20.0
+
+
+def network_input(image: np.ndarray, spacing: float, channels: int = 2) -> np.ndarray:
+    """The network's input channels ``(channels, D, H, W)`` from a conformed image.
+
+    Channel 0 is the image. Channel 1 (when ``channels`` is 2) is the depth under
+    the skin in units of :data:`DEPTH_SCALE_MM`, clipped to 0-2: every facial
+    feature lies in the first 10-15 mm under the skin, so the network is told
+    where the skin is instead of having to learn it for every contrast.
+    """
+    if channels not in (1, 2):
+        raise ValueError(f"a defacing network takes 1 or 2 input channels, not {channels}")
+    image = np.asarray(image, dtype=np.float32)
+    if channels == 1:
+        return image[None]
+    from .postprocess import surface_depth
+
+    depth = surface_depth(head_mask(image), (spacing,) * 3)
+    return np.stack([image, np.clip(depth / DEPTH_SCALE_MM, 0.0, 2.0)]).astype(np.float32)
 
 
 def _sample(src: np.ndarray, src_affine: np.ndarray, grid: Grid, *, order: int, cval: float) -> np.ndarray:

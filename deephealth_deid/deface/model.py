@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelCheckError
+from .conform import network_input
 
 __all__ = ["load_predictor", "DEFAULT_GRID"]
 
@@ -50,7 +51,7 @@ def load_predictor(model: str | Path | None, *, engine: str = "auto", device: st
         path, sha256 = str(shipped.path), shipped.sha256
     else:
         path, sha256 = str(Path(model)), None
-    eng, net, _spec, metadata = _load(path, sha256, engine, device)
+    eng, net, spec, metadata = _load(path, sha256, engine, device)
     status = metadata.get("status")
     if status and status != "validated":
         log.warning(
@@ -64,6 +65,7 @@ def load_predictor(model: str | Path | None, *, engine: str = "auto", device: st
     shape = tuple(int(s) for s in grid.get("shape", DEFAULT_GRID[1]))
 
     def predictor(image: np.ndarray, grid: object = None) -> np.ndarray:
-        return eng.predict(net, image[None, None].astype(np.float32), probabilities=True)[0]
+        x = network_input(image, spacing, spec.in_channels)
+        return eng.predict(net, x[None], probabilities=True)[0]
 
     return predictor, spacing, shape

@@ -232,9 +232,10 @@ def dice_ce_loss(
 
     The soft Dice of each foreground class is computed over the whole batch
     (sums over samples and voxels), so a class present in one sample only is
-    still learnt; a class absent from the batch scores about 1 when it is not
-    predicted either. The loss is ``CE + dice_weight * (1 - mean foreground
-    Dice)``.
+    still learnt. The loss is ``CE + dice_weight * mean(1 - Dice)`` over the
+    foreground classes present in the batch (absent classes are left to the
+    cross-entropy: their soft Dice is 0 as soon as any probability lies on
+    them, a constant that would only dilute the others' gradient).
 
     Args:
         logits: ``[N, K, *spatial]``.
@@ -257,7 +258,12 @@ def dice_ce_loss(
     denominator = probs.sum(dims) + onehot.sum(dims)
     dice = (2 * intersection + smooth) / (denominator + smooth)
     foreground = dice[1:]
-    loss = ce + dice_weight * (1 - foreground.mean())
+    present = onehot.sum(dims)[1:] > 0
+    # Only the classes present in the batch: an absent class would add a constant
+    # (its Dice is 0 as soon as any probability is spread over it) and dilute the
+    # gradient of the others; cross-entropy already penalises its false positives.
+    dice_term = (1 - foreground[present]).mean() if bool(present.any()) else ce.new_zeros(())
+    loss = ce + dice_weight * dice_term
     return loss, {"ce": ce.detach(), "dice": foreground.detach()}
 
 

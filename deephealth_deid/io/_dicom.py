@@ -196,8 +196,10 @@ def set_native_pixels(ds: Any, array: np.ndarray, *, photometric: str | None = N
     if array.size:
         lo, hi = int(array.min()), int(array.max())
         signed = array.dtype.kind == "i"
-        fits = (-(1 << (bits_stored - 1)) <= lo and hi < (1 << (bits_stored - 1))) if signed else hi < (
-            1 << bits_stored
+        fits = (
+            (-(1 << (bits_stored - 1)) <= lo and hi < (1 << (bits_stored - 1)))
+            if signed
+            else hi < (1 << bits_stored)
         )
         if not fits:
             bits_stored = bits_alloc

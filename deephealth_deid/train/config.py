@@ -34,6 +34,10 @@ class DataConfig:
         patch: Training patch shape on the grid (centred near the face); the
             whole grid when null.
         patches_per_head: Consecutive patches drawn from each generated head.
+        synthetic_options: Keyword arguments of
+            :class:`~deephealth_deid.data.synth_heads.SynthHeadGenerator` for the
+            training heads (e.g. ``contrasts``); validation heads always use its
+            defaults, the distribution the model is measured on.
     """
 
     synthetic: bool = True
@@ -43,6 +47,7 @@ class DataConfig:
     validation_seed: int = 1_000_000
     patch: tuple[int, int, int] | None = (80, 96, 96)
     patches_per_head: int = 1
+    synthetic_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class TrainConfig:
     threads: int = 0
     widths: tuple[int, ...] = (8, 16, 32, 64)
     norm: str = "batch"
+    input_channels: int = 2  # 1: the image; 2: the image and the depth under the skin
     grid: GridConfig = field(default_factory=GridConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -123,6 +129,8 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{source}: {key}: expected a number, got {value!r}")
         return type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
     if isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"{source}: {key}: expected a string, got {value!r}")
     return value
@@ -134,6 +142,8 @@ def _validate(cfg: TrainConfig, source: str) -> TrainConfig:
 
     if cfg.task != "deface":
         raise bad("task", f"unknown task {cfg.task!r} (known: deface)")
+    if cfg.input_channels not in (1, 2):
+        raise bad("input_channels", "1 (the image) or 2 (the image and the depth under the skin)")
     if len(cfg.grid.shape) != 3 or min(cfg.grid.shape) < 16:
         raise bad("grid.shape", "three sizes of at least 16")
     stride = 2 ** (len(cfg.widths) - 1)

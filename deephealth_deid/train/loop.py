@@ -60,8 +60,14 @@ def _validate(engine: Any, model: Any, val: list[tuple[np.ndarray, np.ndarray]])
     return {n: float(np.mean(v)) if v else float("nan") for n, v in scores.items()}
 
 
-def _prefetch(samples: DefaceSamples, start: int, stop: int, depth: int = 2) -> Any:
-    """Yield training samples from a background thread (numpy/scipy release the GIL)."""
+def _batch(samples: DefaceSamples, iteration: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch of ``iteration``: samples ``iteration * size`` onwards, stacked."""
+    pairs = [samples.training(iteration * size + k) for k in range(size)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def _prefetch(samples: DefaceSamples, start: int, stop: int, size: int, depth: int = 2) -> Any:
+    """Yield training batches from a background thread (numpy/scipy release the GIL)."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = threading.Event()
 
@@ -70,7 +76,7 @@ def _prefetch(samples: DefaceSamples, start: int, stop: int, depth: int = 2) -> 
             if done.is_set():
                 return
             try:
-                q.put((i, samples.training(i)))
+                q.put((i, _batch(samples, i, size)))
             except Exception as e:
                 q.put((i, e))
                 return
@@ -103,12 +109,16 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
 
         set_threads(config.threads)
     spec = deface_unet_spec(
-        widths=tuple(config.widths), norm=config.norm, spacing=(config.grid.spacing_mm,) * 3
+        widths=tuple(config.widths),
+        norm=config.norm,
+        spacing=(config.grid.spacing_mm,) * 3,
+        in_channels=config.input_channels,
     )
     metadata = {
         "task": "deface",
         "labels": {"1": "eyes", "2": "nose", "3": "mouth", "4": "ears"},
         "grid": {"spacing_mm": config.grid.spacing_mm, "shape": list(config.grid.shape)},
+        "inputs": ["image", "depth"][: config.input_channels],
         "training": {"config": config.to_dict()},
     }
     model = engine.build(spec, seed=config.seed)
@@ -132,9 +142,9 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
     weights = list(config.optim.class_weights)
     it = start
     try:
-        for it, (x, y) in _prefetch(samples, start, total):
+        for it, (x, y) in _prefetch(samples, start, total, config.optim.batch_size):
             stats = engine.train_step(
-                model, opt, x[None], y[None], class_weights=weights, dice_weight=config.optim.dice_weight
+                model, opt, x, y, class_weights=weights, dice_weight=config.optim.dice_weight
             )
             if bar is not None:
                 bar.update(1)

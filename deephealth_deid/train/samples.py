@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..deface.conform import _sample, conform
+from ..deface.conform import _sample, conform, network_input
 from ..io.volume import Volume
 from .config import TrainConfig
 
@@ -39,7 +39,12 @@ class DefaceSamples:
         if config.data.synthetic:
             from ..data.synth_heads import SynthHeadGenerator
 
-            self._generator = SynthHeadGenerator(seed=config.seed)
+            try:
+                self._generator = SynthHeadGenerator(seed=config.seed, **config.data.synthetic_options)
+            except (TypeError, ValueError) as e:
+                from ..errors import ConfigError
+
+                raise ConfigError(f"data.synthetic_options: {e}") from e
             self._val_generator = SynthHeadGenerator(seed=config.data.validation_seed)
         self._pairs: list[tuple[Path, Path]] = []
         for path in config.data.datasets:
@@ -56,10 +61,10 @@ class DefaceSamples:
             raise ConfigError(f"the datasets {list(config.data.datasets)} hold no labelled training images")
 
     def on_grid(self, image: Volume, labels: Volume) -> tuple[np.ndarray, np.ndarray]:
-        """Conform an image and its labels to the grid."""
+        """The network's input ``(channels, *grid)`` and the labels on the grid."""
         x, grid = conform(image, spacing=self.spacing, shape=self.shape)
         y = _sample(features_only(labels.array), labels.affine, grid, order=0, cval=0)
-        return x, y
+        return network_input(x, self.spacing, self.config.input_channels), y
 
     def _draw(self, index: int, rng: np.random.Generator) -> tuple[Volume, Volume]:
         use_synth = self._generator is not None and (
@@ -73,10 +78,11 @@ class DefaceSamples:
         return load_volume(img_path), load_volume(lab_path)
 
     def training(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sample ``index``: image ``[1, *patch]`` float32 and labels ``[*patch]`` int64.
+        """Sample ``index``: input ``[channels, *patch]`` float32 and labels ``[*patch]`` int64.
 
         With patches, each head serves ``data.patches_per_head`` consecutive
-        samples (different patches), which keeps a CPU's cores on the network.
+        samples (different patches), which keeps a CPU's cores on the network;
+        a batch of ``optim.batch_size`` takes consecutive samples.
         """
         patch = self.config.data.patch
         per_head = self.config.data.patches_per_head if patch is not None else 1
@@ -87,7 +93,7 @@ class DefaceSamples:
         _, x, y = self._cached
         if patch is not None:
             x, y = _crop(x, y, tuple(patch), np.random.default_rng([self.config.seed, head, index]))
-        return x[None].astype(np.float32), y.astype(np.int64)
+        return x.astype(np.float32), y.astype(np.int64)
 
     def validation(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The held-out validation heads on the full grid (seeds never used in training)."""
@@ -96,7 +102,7 @@ class DefaceSamples:
         out = []
         for i in range(self.config.data.validation_size):
             x, y = self.on_grid(*self._val_generator.sample(i))
-            out.append((x[None].astype(np.float32), y.astype(np.int64)))
+            out.append((x.astype(np.float32), y.astype(np.int64)))
         return out
 
 
@@ -109,8 +115,8 @@ def _crop(
         centre = fg[int(rng.integers(len(fg)))] + rng.integers(-12, 13, size=3)
     else:
         centre = np.array(
-            [int(rng.integers(p // 2, s - p // 2 + 1)) for p, s in zip(patch, x.shape, strict=True)]
+            [int(rng.integers(p // 2, s - p // 2 + 1)) for p, s in zip(patch, y.shape, strict=True)]
         )
-    lo = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, x.shape, strict=True)]
+    lo = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, y.shape, strict=True)]
     box = tuple(slice(a, a + p) for a, p in zip(lo, patch, strict=True))
-    return x[box], y[box]
+    return x[(slice(None), *box)], y[box]

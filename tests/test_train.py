@@ -1,0 +1,145 @@
+"""``deid train``: configuration checks, a short real run on synthetic heads, resume, and the loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from deephealth_deid.errors import ConfigError
+from deephealth_deid.train import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A head on a coarse grid, a tiny network: a few seconds per run on 2 CPU cores.
+TINY = {
+    "task": "deface",
+    "engine": "torch",
+    "device": "cpu",
+    "seed": 3,
+    "threads": 1,
+    "widths": [4, 8],
+    "input_channels": 2,
+    "grid": {"spacing_mm": 6.0, "shape": [40, 44, 44]},
+    "data": {
+        "synthetic": True,
+        "validation_size": 1,
+        "patch": [16, 16, 16],
+        "patches_per_head": 2,
+        "synthetic_options": {"contrasts": {"t1": 1.0}},
+    },
+    "optim": {"iterations": 4, "batch_size": 2, "lr": 0.01},
+    "validate_every": 2,
+    "checkpoint_every": 2,
+    "out_dir": "run",
+}
+
+
+def write_config(folder: Path, **changes: object) -> Path:
+    cfg = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def test_shipped_training_config_loads() -> None:
+    cfg = load_config(ROOT / "training" / "deface.yaml")
+    assert cfg.task == "deface" and cfg.input_channels == 2
+    assert Path(cfg.out_dir).is_absolute() and Path(cfg.out_dir).parts[-2:] == ("runs", "deface")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"input_channels": 3}, "input_channels"),
+        ({"widths": [4, 8, 16, 32]}, "grid.shape"),  # 44 is not a multiple of 8
+        ({"data": {"patch": [16, 16, 15]}}, "data.patch"),
+        ({"optim": {"batch_size": 0}}, "optim"),
+        ({"data": {"synthetic_options": [1, 2]}}, "data.synthetic_options"),
+        ({"nonsense": 1}, "nonsense"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path: Path, changes: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write_config(tmp_path, **changes))
+
+
+def test_unknown_generator_option_is_a_config_error(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from deephealth_deid.train.samples import DefaceSamples
+
+    cfg = load_config(write_config(tmp_path, data={"synthetic_options": {"colour": "blue"}}))
+    with pytest.raises(ConfigError, match="synthetic_options"):
+        DefaceSamples(cfg)
+
+
+def test_samples_are_two_channel_patches_with_feature_labels(tmp_path: Path) -> None:
+    from deephealth_deid.train.samples import DefaceSamples
+
+    samples = DefaceSamples(load_config(write_config(tmp_path)))
+    x, y = samples.training(0)
+    assert x.shape == (2, 16, 16, 16) and x.dtype == np.float32
+    assert y.shape == (16, 16, 16) and y.dtype == np.int64
+    assert set(np.unique(y).tolist()) <= {0, 1, 2, 3, 4}
+    # Channel 1 is the depth under the skin: 0 in the air, growing inwards, never negative.
+    assert x[1].min() >= 0.0 and x[1].max() <= 2.0
+    ((vx, vy),) = samples.validation()
+    assert vx.shape == (2, 40, 44, 44) and vy.shape == (40, 44, 44)
+    # Same index, same sample (seeded).
+    x2, y2 = DefaceSamples(load_config(write_config(tmp_path))).training(0)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+
+
+def test_train_writes_a_loadable_model_and_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from deephealth_deid.cli import main as cli_main
+    from deephealth_deid.deface.model import load_predictor
+
+    path = write_config(tmp_path)
+    assert cli_main(["train", str(path)]) == 0
+    run = tmp_path / "run"
+    assert {"model.safetensors", "last.safetensors", "optimizer.pt", "state.json", "metrics.jsonl"} <= {
+        p.name for p in run.iterdir()
+    }
+    assert json.loads((run / "state.json").read_text())["iteration"] == 4
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    validations = [r for r in lines if "validation_dice" in r]
+    assert [r["iteration"] for r in validations] == [2, 4]
+    assert set(validations[0]["validation_dice"]) == {"eyes", "nose", "mouth", "ears"}
+
+    # Resume: asking for 6 iterations continues from 4 instead of starting again.
+    assert cli_main(["train", str(path), "--iterations", "6"]) == 0
+    assert json.loads((run / "state.json").read_text())["iteration"] == 6
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines if "validation_dice" in r] == [2, 4, 6]
+
+    # The model is a defacing model with a two-channel input that the pipeline can use.
+    predictor, spacing, shape = load_predictor(run / "model.safetensors", engine="torch", device="cpu")
+    assert spacing == 6.0 and shape == (40, 44, 44)
+    probs = predictor(np.zeros(shape, np.float32))
+    assert probs.shape == (5, *shape) and np.allclose(probs.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_dice_term_ignores_classes_absent_from_the_batch() -> None:
+    torch = pytest.importorskip("torch")
+    from deephealth_deid.engines.torch_engine import dice_ce_loss
+
+    target = torch.zeros((1, 6, 6, 6), dtype=torch.long)
+    target[0, 1:3, 1:3, 1:3] = 1  # only class 1 present
+    base = torch.zeros((1, 5, 6, 6, 6))
+    base[:, 1][target == 1] = 4.0
+    spread = base.clone()
+    spread[:, 3] += 1.0  # some probability on the absent class 3 everywhere
+    loss_b, parts_b = dice_ce_loss(spread, target)
+    ce_b = torch.nn.functional.cross_entropy(spread, target)
+    # The loss is CE + (1 - Dice of class 1) alone: class 3's (near-zero) Dice does not count.
+    assert torch.isclose(loss_b, ce_b + (1 - parts_b["dice"][0]))
+    assert parts_b["dice"][2] < 0.01  # it is near zero, yet does not add 1 to the loss

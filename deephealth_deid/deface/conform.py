@@ -23,6 +23,7 @@ __all__ = [
     "head_threshold",
     "conform",
     "network_input",
+    "grid_depth",
     "DEPTH_SCALE_MM",
     "map_back_labels",
     "sample_on_native",
@@ -115,8 +116,12 @@ def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> t
         head's 1st-99th percentiles map to 0-1, and the grid.
     """
     native = np.asarray(volume.array, dtype=np.float32)
-    mask = head_mask(native)
-    ijk = np.argwhere(mask[::2, ::2, ::2]) * 2 if mask.any() else np.argwhere(np.ones((2, 2, 2)))
+    # The head mask only places the grid and sets the intensity percentiles: on a
+    # fine native grid, every second voxel along the fine axes is plenty (8x faster).
+    step = tuple(2 if s < 1.5 and n >= 64 else 1 for s, n in zip(volume.spacing, native.shape, strict=True))
+    coarse = native[tuple(slice(None, None, k) for k in step)]
+    mask = head_mask(coarse)
+    ijk = np.argwhere(mask) * np.array(step) if mask.any() else np.argwhere(np.ones((2, 2, 2)))
     world = ijk @ volume.affine[:3, :3].T + volume.affine[:3, 3]
     lo, hi = world.min(axis=0), world.max(axis=0)
     extent = np.array(shape) * spacing
@@ -130,7 +135,7 @@ def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> t
     # Anti-alias before sampling a finer native grid onto the coarser network grid.
     sigma = [max(0.0, (spacing / s - 1.0) * 0.5) for s in volume.spacing]
     src = ndimage.gaussian_filter(native, sigma, truncate=2.0) if max(sigma) > 0.2 else native
-    values = src[mask]
+    values = src[tuple(slice(None, None, k) for k in step)][mask]
     p_lo, p_hi = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
     scale = 1.0 / (p_hi - p_lo) if p_hi > p_lo else 1.0
     background = float(np.percentile(native, 1))
@@ -156,10 +161,31 @@ def network_input(image: np.ndarray, spacing: float, channels: int = 2) -> np.nd
     image = np.asarray(image, dtype=np.float32)
     if channels == 1:
         return image[None]
+    depth = grid_depth(image, spacing)
+    return np.stack([image, np.clip(depth / DEPTH_SCALE_MM, 0.0, 2.0)]).astype(np.float32)
+
+
+_depth_memo: dict[tuple[bytes, float], np.ndarray] = {}
+
+
+def grid_depth(image: np.ndarray, spacing: float) -> np.ndarray:
+    """Depth under the skin (mm) of every voxel of a conformed image (0 outside the head).
+
+    The network's input and the pipeline's guard both need it for the same
+    image: the last result is kept (keyed by a digest of the image), so it is
+    computed once per case.
+    """
+    import hashlib
+
     from .postprocess import surface_depth
 
-    depth = surface_depth(head_mask(image), (spacing,) * 3)
-    return np.stack([image, np.clip(depth / DEPTH_SCALE_MM, 0.0, 2.0)]).astype(np.float32)
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    digest = hashlib.blake2b(image.view(np.uint8), digest_size=16).digest()
+    key = (digest + repr(image.shape).encode(), spacing)
+    if key not in _depth_memo:
+        _depth_memo.clear()
+        _depth_memo[key] = surface_depth(head_mask(image), (spacing,) * 3)
+    return _depth_memo[key]
 
 
 def _sample(src: np.ndarray, src_affine: np.ndarray, grid: Grid, *, order: int, cval: float) -> np.ndarray:
@@ -205,24 +231,35 @@ def map_back_labels(probs: np.ndarray, grid: Grid, volume: Volume, *, min_prob: 
     shift = np.eye(4)
     shift[:3, 3] = lo
     m = np.linalg.inv(grid.affine) @ volume.affine @ shift
-    best = np.zeros(sub_shape, dtype=np.float32)
+    # Trilinear interpolation is linear, so the interpolated foreground total is
+    # the sum of the interpolated classes: where it is at most 0.5, background
+    # wins anyway, and the classes are only interpolated at the other voxels.
+    total = ndimage.affine_transform(
+        fg.astype(np.float32, copy=False),
+        m[:3, :3],
+        offset=m[:3, 3],
+        output_shape=sub_shape,
+        order=1,
+        mode="constant",
+        cval=0.0,
+    )
+    candidates = np.argwhere(total > 0.5)
     label = np.zeros(sub_shape, dtype=np.uint8)
-    total = np.zeros(sub_shape, dtype=np.float32)
-    for c in range(1, probs.shape[0]):
-        p = ndimage.affine_transform(
-            probs[c].astype(np.float32, copy=False),
-            m[:3, :3],
-            offset=m[:3, 3],
-            output_shape=sub_shape,
-            order=1,
-            mode="constant",
-            cval=0.0,
+    if candidates.size:
+        coords = (candidates @ m[:3, :3].T + m[:3, 3]).T
+        values = np.stack(
+            [
+                ndimage.map_coordinates(
+                    probs[c].astype(np.float32, copy=False), coords, order=1, mode="constant", cval=0.0
+                )
+                for c in range(1, probs.shape[0])
+            ]
         )
-        total += p
-        better = p > best
-        best[better] = p[better]
-        label[better] = c
-    label[best <= 1.0 - total] = 0  # background wins where its interpolated probability is highest
+        best = values.argmax(axis=0)
+        # Background wins where its interpolated probability (1 - total) is highest.
+        keep = values[best, np.arange(values.shape[1])] > 1.0 - values.sum(axis=0)
+        idx = tuple(candidates[keep].T)
+        label[idx] = (best[keep] + 1).astype(np.uint8)
     out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = label
     return out
 

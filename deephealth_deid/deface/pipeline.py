@@ -19,8 +19,8 @@ import numpy as np
 
 from ..io.volume import Volume
 from .apply import apply_mask, background_values
-from .conform import Grid, conform, head_mask, map_back_labels, sample_on_native
-from .postprocess import grow_and_guard, keep_plausible_components, surface_depth
+from .conform import Grid, conform, grid_depth, map_back_labels, sample_on_native
+from .postprocess import grow_and_guard, keep_plausible_components
 
 __all__ = ["FEATURE_NAMES", "DefaceQC", "DefaceResult", "deface", "Predictor"]
 
@@ -115,7 +115,7 @@ def deface(
         sub = keep_plausible_components(native_labels[box], volume.spacing)
         # Depth under the skin, computed on the network grid (RAS, isotropic) and
         # sampled at the native voxels of the box.
-        depth_grid = surface_depth(head_mask(image), (grid.spacing,) * 3)
+        depth_grid = grid_depth(image, grid.spacing)
         # Half a grid voxel is added so that sampling error can only make the guard stricter.
         depth = sample_on_native(depth_grid, grid, volume, box) + grid.spacing / 2
         sub, clipped = grow_and_guard(

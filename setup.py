@@ -14,7 +14,7 @@ setup(
     ],
     package_dir={"deephealth_deid.shipped_models": "models"},
     package_data={
-        "deephealth_deid": ["py.typed", "data/assets/*.npz", "data/assets/README.md"],
+        "deephealth_deid": ["py.typed", "data/assets/*.npz", "data/assets/README.md", "text/*.yaml"],
         "deephealth_deid.shipped_models": ["*.json", "*.md", "*.safetensors"],
     },
 )

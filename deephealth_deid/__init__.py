@@ -20,6 +20,7 @@ from ._version import __version__
 from .deface import DefaceResult, deface, deface_file
 from .errors import DeidError
 from .io import Image, Volume, load_image, load_volume, save_image, save_volume
+from .text import RedactResult, redact_file, redact_text, redact_text_file
 
 __all__ = [
     "__version__",
@@ -34,6 +35,10 @@ __all__ = [
     "deface",
     "deface_file",
     "DefaceResult",
+    "redact_text",
+    "redact_file",
+    "redact_text_file",
+    "RedactResult",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

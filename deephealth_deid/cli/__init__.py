@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "deephealth_deid.cli.deface",
         "remove the face from a head MRI, output in the input's format",
     ),
+    "redact": (
+        "deephealth_deid.cli.redact",
+        "remove identifying burned-in text from a 2D image, output in the input's format",
+    ),
     "demo": ("deephealth_deid.cli.demo", "run the pipeline on a built-in example and write the results"),
     "info": ("deephealth_deid.cli.info", "describe a volume or image: format, shape, spacing, orientation"),
     "convert": (

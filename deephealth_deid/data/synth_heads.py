@@ -57,6 +57,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..io.volume import Volume
+from ._choices import probabilities
 from .head_templates import FEATURE_SHIFT, TISSUES, HeadTemplate, label_of_code, load_templates
 from .phantom import FEATURES, LABELS
 
@@ -221,10 +222,10 @@ class SynthHeadGenerator:
         self.random_orientation = bool(random_orientation)
         self.rotation_deg = float(rotation_deg)
         self.elastic_mm = float(elastic_mm)
-        self.contrasts = _probabilities(
+        self.contrasts = probabilities(
             contrasts if contrasts is not None else CONTRASTS, CONTRASTS, "contrasts"
         )
-        self.crops = _probabilities(crops if crops is not None else CROP_MODES, CROP_MODES, "crops")
+        self.crops = probabilities(crops if crops is not None else CROP_MODES, CROP_MODES, "crops")
         self.thick_slice_probability = float(thick_slice_probability)
         self.max_slice_mm = float(max_slice_mm)
         self.degrade = bool(degrade)
@@ -689,16 +690,6 @@ def removal_targets(
     grown[grow] = sub[tuple(n[grow] for n in nearest)]
     out[box] = grown
     return out
-
-
-def _probabilities(given: dict[str, float], known: dict[str, float], what: str) -> dict[str, float]:
-    unknown = [k for k in given if k not in known]
-    if unknown:
-        raise ValueError(f"unknown {what} {unknown}; choose from {list(known)}")
-    total = float(sum(given.values()))
-    if total <= 0 or any(v < 0 for v in given.values()):
-        raise ValueError(f"{what} needs non-negative probabilities with a positive sum")
-    return {k: float(v) / total for k, v in given.items() if v > 0}
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:

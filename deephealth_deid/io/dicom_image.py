@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,16 @@ from ._dicom import (
 from ._files import check_fits_in_memory
 from .image import Image
 
-__all__ = ["DicomSource", "Overlay", "read_dicom_image", "write_dicom_image", "overlays", "remove_overlays"]
+__all__ = [
+    "DicomSource",
+    "Overlay",
+    "read_dicom_image",
+    "write_dicom_image",
+    "overlays",
+    "remove_overlays",
+    "header_values",
+    "set_burned_in_annotation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +100,9 @@ class DicomSource:
         transfer_syntax: The source's *Transfer Syntax UID*.
         overlays_removed: Whether the written file leaves out the 60xx overlay
             groups (see :func:`remove_overlays`).
+        burned_in_annotation: The *Burned In Annotation* value the written file
+            gets (``'YES'`` or ``'NO'``), or ``None`` to keep the source's (see
+            :func:`set_burned_in_annotation`).
         format: Always ``'dicom'``.
     """
 
@@ -97,6 +110,7 @@ class DicomSource:
     photometric: str
     transfer_syntax: str
     overlays_removed: bool = False
+    burned_in_annotation: str | None = None
     format: str = field(default="dicom", init=False)
 
 
@@ -196,7 +210,8 @@ def write_dicom_image(image: Image, dst: Path) -> None:
     more bits, ...), and the SOP Instance and Series Instance UIDs, which are
     replaced by deterministic derived ones. Overlays (60xx) are kept unless the
     image went through :func:`remove_overlays`. Palette LUTs are kept, and
-    MONOCHROME1 stays MONOCHROME1.
+    MONOCHROME1 stays MONOCHROME1. *Burned In Annotation* is set where
+    :func:`set_burned_in_annotation` asked for it.
 
     Args:
         image: An image from :func:`read_dicom_image` (possibly with new frames).
@@ -237,6 +252,8 @@ def write_dicom_image(image: Image, dst: Path) -> None:
     pixel_bytes = _pixel_bytes(arr, src, keep_planar, bits_stored=int(ds.BitsStored))
     if pixel_bytes is not None:
         ds.PixelData = pixel_bytes
+    if src.burned_in_annotation is not None:
+        ds.BurnedInAnnotation = src.burned_in_annotation
     mark_derived(ds)
     write_dataset(ds, dst)
     log.debug("%s: wrote %d frame(s), %s", dst, image.n_frames, image.photometric)
@@ -297,6 +314,72 @@ def remove_overlays(image: Image) -> Image:
     if not isinstance(src, DicomSource) or src.overlays_removed:
         return image
     return replace(image, source=replace(src, overlays_removed=True))
+
+
+def set_burned_in_annotation(image: Image, value: str) -> Image:
+    """A new image whose written file says *Burned In Annotation* ``value``.
+
+    The text pipeline calls this with ``'NO'`` once a redaction pass has run
+    over every frame. The frames are shared, not copied; ``image`` is not
+    modified. An image not read from DICOM is returned as is (other formats
+    have no such attribute).
+
+    Raises:
+        ValueError: If ``value`` is not ``'YES'`` or ``'NO'``.
+    """
+    if value not in ("YES", "NO"):
+        raise ValueError(f"Burned In Annotation is 'YES' or 'NO', got {value!r}")
+    src = image.source
+    if not isinstance(src, DicomSource):
+        return image
+    return replace(image, source=replace(src, burned_in_annotation=value))
+
+
+def header_values(image: Image, keywords: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """The text of some top-level attributes of the image's DICOM header, by keyword.
+
+    Meant for code that must compare pixels with the header (burned-in text
+    against the patient's name, device rules against the manufacturer) without
+    knowing DICOM. The values are patient data: never log them.
+
+    Args:
+        image: Any image; one not read from DICOM has no header and gives ``{}``.
+        keywords: DICOM keywords (``'PatientName'``, ``'Manufacturer'``, ...).
+            Unknown keywords, absent or empty attributes and sequences are
+            left out.
+
+    Returns:
+        Keyword -> its values as strings (several for a multi-valued
+        attribute; a person name as written, ``'Doe^John'``; a date as
+        ``'YYYYMMDD'``).
+
+    Example:
+        >>> header_values(load_image("us.dcm"), ["Manufacturer"])  # doctest: +SKIP
+        {'Manufacturer': ('G.E. Medical Systems',)}
+    """
+    src = image.source
+    if not isinstance(src, DicomSource):
+        return {}
+    ds = src.dataset
+    found: dict[str, tuple[str, ...]] = {}
+    for keyword in keywords:
+        try:
+            elem = ds.data_element(keyword)
+        except (KeyError, ValueError, TypeError):
+            elem = None
+        if elem is None or elem.VR == "SQ" or elem.value is None:
+            continue
+        values = elem.value if elem.VM > 1 else [elem.value]
+        texts = tuple(t for t in (_text(v) for v in values) if t)
+        if texts:
+            found[keyword] = texts
+    return found
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1", errors="replace").strip("\x00 ")
+    return str(value).strip()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ class DataConfig:
         patch: Training patch shape on the grid (centred near the face); the
             whole grid when null.
         patches_per_head: Consecutive patches drawn from each generated head.
+        feature_patch_fraction: Share of patches centred near a feature voxel;
+            the others lie anywhere on the grid, so the network also learns
+            where features never are (air, brain, neck).
         synthetic_options: Keyword arguments of
             :class:`~deephealth_deid.data.synth_heads.SynthHeadGenerator` for the
             training heads (e.g. ``contrasts``); validation heads always use its
@@ -47,6 +50,7 @@ class DataConfig:
     validation_seed: int = 1_000_000
     patch: tuple[int, int, int] | None = (80, 96, 96)
     patches_per_head: int = 1
+    feature_patch_fraction: float = 0.5
     synthetic_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -156,6 +160,8 @@ def _validate(cfg: TrainConfig, source: str) -> TrainConfig:
         raise bad("data.patch", f"three multiples of {stride} no larger than grid.shape")
     if not cfg.data.synthetic and not cfg.data.datasets:
         raise bad("data", "no training data: set synthetic: true or list datasets")
+    if not 0.0 <= cfg.data.feature_patch_fraction <= 1.0:
+        raise bad("data.feature_patch_fraction", "between 0 and 1")
     if not 0.0 <= cfg.data.synthetic_fraction <= 1.0:
         raise bad("data.synthetic_fraction", "between 0 and 1")
     if len(cfg.optim.class_weights) != 5:

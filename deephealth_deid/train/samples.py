@@ -92,7 +92,8 @@ class DefaceSamples:
             self._cached = (head, *self.on_grid(*self._draw(head, rng)))
         _, x, y = self._cached
         if patch is not None:
-            x, y = _crop(x, y, tuple(patch), np.random.default_rng([self.config.seed, head, index]))
+            rng = np.random.default_rng([self.config.seed, head, index])
+            x, y = _crop(x, y, tuple(patch), rng, self.config.data.feature_patch_fraction)
         return x.astype(np.float32), y.astype(np.int64)
 
     def validation(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -107,11 +108,11 @@ class DefaceSamples:
 
 
 def _crop(
-    x: np.ndarray, y: np.ndarray, patch: tuple[int, int, int], rng: np.random.Generator
+    x: np.ndarray, y: np.ndarray, patch: tuple[int, int, int], rng: np.random.Generator, near: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A patch centred near a random feature voxel (80%) or anywhere in the head (20%)."""
+    """A patch centred near a random feature voxel (share ``near``) or anywhere on the grid."""
     fg = np.argwhere(y > 0)
-    if fg.size and rng.random() < 0.8:
+    if fg.size and rng.random() < near:
         centre = fg[int(rng.integers(len(fg)))] + rng.integers(-12, 13, size=3)
     else:
         centre = np.array(

@@ -84,6 +84,15 @@ class QueueOcr(OcrBackend):
         return []
 
 
+@pytest.fixture
+def no_shipped_text_model(monkeypatch):
+    """The shipped-model registry as it is, less any 'text' entry: the state before a text model ships."""
+    from deephealth_deid import shipped
+
+    every = shipped.shipped_models
+    monkeypatch.setattr(shipped, "shipped_models", lambda: {k: v for k, v in every().items() if k != "text"})
+
+
 def _testfile(name: str) -> Path:
     path = get_testdata_file(name)
     if path is None:
@@ -555,11 +564,13 @@ def test_no_header_value_reaches_the_log(tmp_path, caplog):
 # detectors and OCR backends
 
 
-def test_the_network_detector_is_not_shipped_yet():
-    with pytest.raises(ModelCheckError, match="no text-detection model is shipped yet"):
+def test_without_a_shipped_text_model_the_network_detector_says_what_to_use(no_shipped_text_model, tmp_path):
+    with pytest.raises(ModelCheckError, match=r"no text-detection model is shipped yet.*--detector ocr"):
         get_detector("net")
     with pytest.raises(ModelCheckError):
         redact_text(_image("MONOCHROME2"))  # the default detector
+    with pytest.raises(FileNotFoundError, match="no such text-detection model"):
+        get_detector("net", model=tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="detect"):
         get_detector(object())
     with pytest.raises(ValueError, match="none"):
@@ -670,7 +681,7 @@ def test_real_ocr_detector_blanks_the_names_and_dates_on_a_real_ultrasound(tmp_p
 # CLI and package
 
 
-def test_cli_exit_codes(tmp_path, capsys, monkeypatch):
+def test_cli_exit_codes(tmp_path, capsys, monkeypatch, no_shipped_text_model):
     src = _testfile("US1_UNCR.dcm")
     assert deid(["redact", str(tmp_path / "missing.dcm"), str(tmp_path / "o.dcm")]) == 1
     assert "no such file" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from train_configs import write_config as _write_config
 
 from deephealth_deid.errors import ConfigError
 from deephealth_deid.train import load_config
@@ -39,15 +39,7 @@ TINY = {
 
 
 def write_config(folder: Path, **changes: object) -> Path:
-    cfg = json.loads(json.dumps(TINY))
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    path = folder / "train.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
+    return _write_config(folder, TINY, "train.yaml", **changes)
 
 
 def test_shipped_training_config_loads() -> None:

@@ -15,8 +15,10 @@ log = logging.getLogger("deephealth_deid.cli")
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
         "train",
-        "Train the defacing network from a YAML configuration (see training/deface.yaml): synthetic heads "
-        "and/or DeepHealth YAML datasets, validation Dice per class, checkpoints, resume after interruption.",
+        "Train a network from a YAML configuration: the defacing U-Net (task: deface, see "
+        "training/deface.yaml; synthetic heads and/or DeepHealth YAML datasets) or the text-region "
+        "detector (task: text, see training/text.yaml; synthetic text images). Validation Dice per class, "
+        "checkpoints, resume after interruption.",
     )
     parser.add_argument("config", type=Path, help="training configuration (YAML)")
     parser.add_argument("--engine", choices=("auto", "torch", "eddl"), help="override the config's engine")

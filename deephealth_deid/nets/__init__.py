@@ -10,6 +10,7 @@ from __future__ import annotations
 from .unet import (
     DEFACE_CLASSES,
     NORMS,
+    TEXT_CLASSES,
     UPSAMPLES,
     UNetSpec,
     crop_padding,
@@ -17,11 +18,13 @@ from .unet import (
     pad_to_multiple,
     padded_shape,
     padding_for,
+    text_unet_spec,
 )
 
 __all__ = [
     "DEFACE_CLASSES",
     "NORMS",
+    "TEXT_CLASSES",
     "UPSAMPLES",
     "UNetSpec",
     "crop_padding",
@@ -29,4 +32,5 @@ __all__ = [
     "pad_to_multiple",
     "padded_shape",
     "padding_for",
+    "text_unet_spec",
 ]

@@ -9,7 +9,8 @@ none), ReLU, max pooling, nearest or linear upsampling followed by a
 convolution (never a transposed convolution) and concatenation.
 
 The same spec type describes the 3D defacing U-Net (five outputs: background,
-eyes 1, nose 2, mouth 3, ears 4) and the 2D text-region detector.
+eyes 1, nose 2, mouth 3, ears 4; :func:`deface_unet_spec`) and the 2D
+text-region detector (two outputs: background, text; :func:`text_unet_spec`).
 
 Example:
     >>> spec = deface_unet_spec()
@@ -19,6 +20,8 @@ Example:
     True
     >>> padded_shape((181, 217, 181), spec.stride)
     (184, 224, 184)
+    >>> text_unet_spec().stride, text_unet_spec().in_channels
+    (8, 3)
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ from ..errors import ConfigError
 
 __all__ = [
     "DEFACE_CLASSES",
+    "TEXT_CLASSES",
     "NORMS",
     "UPSAMPLES",
     "UNetSpec",
     "deface_unet_spec",
+    "text_unet_spec",
     "padding_for",
     "padded_shape",
     "pad_to_multiple",
@@ -50,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: Output classes of the defacing network, in label order (label value = index).
 DEFACE_CLASSES: tuple[str, ...] = ("background", "eyes", "nose", "mouth", "ears")
+#: Output classes of the text-region detector, in label order.
+TEXT_CLASSES: tuple[str, ...] = ("background", "text")
 #: Normalisations a spec may ask for ("batch": Conv without bias + BatchNorm; "none": Conv with bias).
 NORMS: tuple[str, ...] = ("batch", "none")
 #: Upsampling modes ("linear" is bilinear in 2D and trilinear in 3D, ``align_corners=False``).
@@ -293,6 +300,35 @@ def deface_unet_spec(**overrides: Any) -> UNetSpec:
         "classes": len(DEFACE_CLASSES),
         "class_names": DEFACE_CLASSES,
         "name": "deface-unet",
+    }
+    params.update(overrides)
+    return UNetSpec(**params)
+
+
+def text_unet_spec(**overrides: Any) -> UNetSpec:
+    """The default spec of the 2D text-region U-Net: the displayed RGB frame in, background/text out.
+
+    The input is the frame as a detector sees it (``(rows, columns, 3)`` uint8
+    RGB, grey images repeated over the channels) scaled to 0-1 and put
+    channels first (see :func:`deephealth_deid.text.network.network_input`).
+    Nearest upsampling, so the EDDL engine can import the ONNX export too.
+
+    Args:
+        **overrides: Fields to change (``widths``, ``norm``, ...).
+
+    Returns:
+        ``UNetSpec(ndim=2, in_channels=3, classes=2, widths=(8, 16, 32, 64),
+        class_names=TEXT_CLASSES, name="text-unet")``.
+    """
+    params: dict[str, Any] = {
+        "ndim": 2,
+        "in_channels": 3,
+        "classes": len(TEXT_CLASSES),
+        "widths": (8, 16, 32, 64),
+        "class_names": TEXT_CLASSES,
+        "upsample": "nearest",
+        "spacing": None,
+        "name": "text-unet",
     }
     params.update(overrides)
     return UNetSpec(**params)

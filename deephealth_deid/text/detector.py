@@ -1,49 +1,115 @@
 """Choosing the text detector: the trained network (``'net'``), OCR (``'ocr'``) or any object.
 
-The network is the seam left for the detector step: :func:`load_text_detector`
-will load the shipped 2D text-region model (checked against its SHA-256, on
-the engine and device asked for) and return an object with
-``detect(frame) -> list[Region]`` (see :class:`~.regions.Detector`). Until a
-model is shipped it raises :class:`~deephealth_deid.errors.ModelCheckError`.
+:func:`load_text_detector` loads the shipped 2D text-region model (registry
+name ``text``, checked against its SHA-256) or a given model file, on the
+engine and device asked for, and returns a
+:class:`~.network.NetTextDetector` (``detect(frame) -> list[Region]``, see
+:class:`~.regions.Detector`). While no text model is shipped it raises
+:class:`~deephealth_deid.errors.ModelCheckError` saying what to use instead.
+:func:`network_input` (the frame as the network sees it) is re-exported from
+:mod:`.network` for training.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+from pathlib import Path
+from typing import Any
 
-from ..errors import ModelCheckError
+from ..errors import InputNotFoundError, ModelCheckError
+from .network import NetTextDetector, check_text_spec, network_input
 from .ocr import OcrBackend, OcrDetector
 from .regions import Detector
 
-__all__ = ["load_text_detector", "get_detector"]
+__all__ = ["load_text_detector", "get_detector", "NetTextDetector", "network_input", "SHIPPED_NAME"]
+
+log = logging.getLogger(__name__)
+
+#: Registry name of the shipped text-detection model (see :mod:`deephealth_deid.shipped`).
+SHIPPED_NAME = "text"
+
+_ALTERNATIVES = (
+    "use the OCR detector instead (deid redact --detector ocr, with an OCR backend installed: "
+    "pip install rapidocr_onnxruntime), add device rules (--regions RULES.yaml), pass a trained "
+    "model (--model FILE, see 'deid train training/text.yaml'), or pass your own detector object to "
+    "redact_text(detector=...)"
+)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, sha256: str | None, engine: str, device: str, stamp: tuple[int, int]) -> tuple:
+    """``(engine, model, spec, metadata)`` of a checked text model.
+
+    ``stamp`` (the file's size and modification time) is only part of the
+    cache key, so a file rewritten in place is loaded again.
+    """
+    from ..engines import get_engine
+
+    eng = get_engine(engine, device=device)
+    model, spec, metadata = eng.load(path, sha256=sha256)
+    check_text_spec(spec, path)
+    task = metadata.get("task")
+    if task is not None and task != "text":
+        raise ModelCheckError(f"{path}: a model for the task {task!r}, not a text-detection model")
+    return eng, model, spec, metadata
 
 
 def load_text_detector(
-    model: str | os.PathLike[str] | None = None, *, engine: str = "auto", device: str = "auto"
-) -> Detector:
+    model: str | os.PathLike[str] | None = None,
+    *,
+    engine: str = "auto",
+    device: str = "auto",
+    **options: Any,
+) -> NetTextDetector:
     """The trained text-region detector.
 
     Args:
-        model: A model file; ``None`` for the shipped text-detection model.
+        model: A model file; ``None`` for the shipped text-detection model
+            (its SHA-256 is checked).
         engine: ``'torch'``, ``'eddl'`` or ``'auto'``.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
+        **options: Options of :class:`~.network.NetTextDetector`
+            (``threshold``, ``tile``, ``overlap``, ``min_area_px``).
 
     Returns:
-        A :class:`~.regions.Detector` whose regions have ``source='net'``.
+        A :class:`~.network.NetTextDetector` whose regions have ``source='net'``.
 
     Raises:
-        ModelCheckError: Always for now: no text-detection model is shipped yet.
+        ModelCheckError: No text model is shipped (and none was given), the
+            shipped file fails its checksum, or the file is not a text model
+            (a 2D network with 3 input channels and 2 classes).
+        InputNotFoundError: ``model`` does not exist.
+        EngineUnavailableError: The engine cannot run here.
     """
-    what = (
-        "no text-detection model is shipped yet"
-        if model is None
-        else (f"{model}: loading text-detection models is not implemented yet")
-    )
-    raise ModelCheckError(
-        f"{what}; use the OCR detector instead (deid redact --detector ocr, with an OCR backend "
-        "installed: pip install rapidocr_onnxruntime), add device rules (--regions RULES.yaml), or pass "
-        "your own detector object to redact_text(detector=...)"
-    )
+    if model is None:
+        from ..shipped import shipped_models
+
+        shipped = shipped_models().get(SHIPPED_NAME)
+        if shipped is None:
+            raise ModelCheckError(f"no text-detection model is shipped yet; {_ALTERNATIVES}")
+        if not shipped.path.is_file():
+            raise ModelCheckError(
+                f"the shipped text-detection model {shipped.path} is missing from this installation; "
+                "reinstall the package"
+            )
+        path, sha256 = shipped.path, shipped.sha256
+    else:
+        path, sha256 = Path(model), None
+        if not path.is_file():
+            raise InputNotFoundError(f"{path}: no such text-detection model file")
+    stat = path.stat()
+    eng, net, spec, metadata = _load(str(path), sha256, engine, device, (stat.st_size, stat.st_mtime_ns))
+    status = metadata.get("status")
+    if status and status != "validated":
+        log.warning(
+            "the text-detection model %s is marked %r: it does not meet its accuracy targets yet; "
+            "check the QC picture of every image (see its model card)",
+            path.name,
+            status,
+        )
+    return NetTextDetector(eng, net, spec=spec, **options)
 
 
 def get_detector(

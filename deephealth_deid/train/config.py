@@ -1,4 +1,13 @@
-"""Training configuration: YAML loaded with ``yaml.safe_load`` into validated dataclasses."""
+"""Training configuration: YAML loaded with ``yaml.safe_load`` into validated dataclasses.
+
+Two tasks (``task:``): ``deface`` (the 3D defacing U-Net on a head grid, the
+dataclass defaults) and ``text`` (the 2D text-region U-Net on synthetic text
+images). Each task has its own checks; :data:`TASK_DEFAULTS` holds what a
+``text`` configuration gets where it says nothing (its patch, class weights,
+input channels and output folder differ from the defacer's), and the keys that
+mean nothing for it (``grid``, ``data.datasets``, ``data.synthetic_options``)
+are refused rather than silently ignored.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,20 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["GridConfig", "DataConfig", "OptimConfig", "TrainConfig", "load_config"]
+__all__ = ["TASKS", "TASK_DEFAULTS", "GridConfig", "DataConfig", "OptimConfig", "TrainConfig", "load_config"]
+
+#: The tasks ``deid train`` knows.
+TASKS: tuple[str, ...] = ("deface", "text")
+
+#: Values a task's configuration gets where its YAML is silent (the dataclass defaults are the defacer's).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "text": {
+        "input_channels": 3,
+        "out_dir": "runs/text",
+        "data": {"patch": [256, 256], "feature_patch_fraction": 0.7, "validation_size": 4},
+        "optim": {"class_weights": [1.0, 1.0]},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -23,6 +45,12 @@ class GridConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Where training samples come from.
+
+    For ``task: text`` only the synthetic text generator is used: ``patch`` is
+    two sizes (rows, columns), ``patches_per_head`` counts patches per text
+    image, ``feature_patch_fraction`` is the share of patches centred on a
+    string, validation images are drawn with held-out fonts, and
+    ``text_options`` replaces ``synthetic_options``.
 
     Attributes:
         synthetic: Draw heads from the synthetic generator.
@@ -41,6 +69,12 @@ class DataConfig:
             :class:`~deephealth_deid.data.synth_heads.SynthHeadGenerator` for the
             training heads (e.g. ``contrasts``); validation heads always use its
             defaults, the distribution the model is measured on.
+        text_options: Keyword arguments of
+            :class:`~deephealth_deid.data.synth_text.SynthTextGenerator` for
+            ``task: text`` (``size_range``, ``n_text``, ...; not ``seed`` nor
+            ``fonts``: training images use the training fonts and ``seed``,
+            validation images the held-out fonts and ``validation_seed``, with
+            the same options otherwise).
     """
 
     synthetic: bool = True
@@ -48,10 +82,11 @@ class DataConfig:
     synthetic_fraction: float = 1.0
     validation_size: int = 8
     validation_seed: int = 1_000_000
-    patch: tuple[int, int, int] | None = (80, 96, 96)
+    patch: tuple[int, ...] | None = (80, 96, 96)
     patches_per_head: int = 1
     feature_patch_fraction: float = 0.5
     synthetic_options: dict[str, Any] = field(default_factory=dict)
+    text_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,7 +112,7 @@ class TrainConfig:
     threads: int = 0
     widths: tuple[int, ...] = (8, 16, 32, 64)
     norm: str = "batch"
-    input_channels: int = 2  # 1: the image; 2: the image and the depth under the skin
+    input_channels: int = 2  # deface: 1 the image, 2 and the depth under the skin; text: 3 (RGB)
     grid: GridConfig = field(default_factory=GridConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -140,17 +175,31 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     return value
 
 
-def _validate(cfg: TrainConfig, source: str) -> TrainConfig:
+def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None) -> TrainConfig:
+    """Check ``cfg`` for its task; ``given`` is the raw YAML mapping (to refuse keys a task ignores)."""
+
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{source}: {key}: {why}")
 
-    if cfg.task != "deface":
-        raise bad("task", f"unknown task {cfg.task!r} (known: deface)")
+    if cfg.task not in TASKS:
+        raise bad("task", f"unknown task {cfg.task!r} (known: {', '.join(TASKS)})")
+    if cfg.optim.iterations < 1 or cfg.optim.batch_size < 1:
+        raise bad("optim", "iterations and batch_size must be at least 1")
+    if not 0.0 <= cfg.data.feature_patch_fraction <= 1.0:
+        raise bad("data.feature_patch_fraction", "between 0 and 1")
+    if cfg.data.patches_per_head < 1:
+        raise bad("data.patches_per_head", "at least 1")
+    if cfg.data.validation_size < 0:
+        raise bad("data.validation_size", "0 or more")
+    stride = 2 ** (len(cfg.widths) - 1)
+    if cfg.task == "text":
+        return _validate_text(cfg, stride, bad, given or {})
+    if cfg.data.text_options:
+        raise bad("data.text_options", "only for task: text (the head generator takes synthetic_options)")
     if cfg.input_channels not in (1, 2):
         raise bad("input_channels", "1 (the image) or 2 (the image and the depth under the skin)")
     if len(cfg.grid.shape) != 3 or min(cfg.grid.shape) < 16:
         raise bad("grid.shape", "three sizes of at least 16")
-    stride = 2 ** (len(cfg.widths) - 1)
     if any(s % stride for s in cfg.grid.shape):
         raise bad("grid.shape", f"sizes must be multiples of {stride} (the network's stride)")
     if cfg.data.patch is not None and (
@@ -160,15 +209,67 @@ def _validate(cfg: TrainConfig, source: str) -> TrainConfig:
         raise bad("data.patch", f"three multiples of {stride} no larger than grid.shape")
     if not cfg.data.synthetic and not cfg.data.datasets:
         raise bad("data", "no training data: set synthetic: true or list datasets")
-    if not 0.0 <= cfg.data.feature_patch_fraction <= 1.0:
-        raise bad("data.feature_patch_fraction", "between 0 and 1")
     if not 0.0 <= cfg.data.synthetic_fraction <= 1.0:
         raise bad("data.synthetic_fraction", "between 0 and 1")
     if len(cfg.optim.class_weights) != 5:
         raise bad("optim.class_weights", "five weights: background, eyes, nose, mouth, ears")
-    if cfg.optim.iterations < 1 or cfg.optim.batch_size < 1:
-        raise bad("optim", "iterations and batch_size must be at least 1")
     return cfg
+
+
+def _validate_text(cfg: TrainConfig, stride: int, bad: Any, given: dict[str, Any]) -> TrainConfig:
+    """The checks of ``task: text`` (the 2D text-region U-Net on synthetic text images)."""
+    if "grid" in given:
+        raise bad("grid", "not used by task: text (text images keep their own size); remove it")
+    data = given.get("data") if isinstance(given.get("data"), dict) else {}
+    for key, why in (
+        ("datasets", "task: text trains on synthetic text images only"),
+        ("synthetic_options", "task: text takes data.text_options (SynthTextGenerator options)"),
+        ("synthetic_fraction", "task: text trains on synthetic text images only"),
+    ):
+        if key in data:
+            raise bad(f"data.{key}", why)
+    if not cfg.data.synthetic:
+        raise bad("data.synthetic", "task: text trains on synthetic text images; it must be true")
+    if cfg.input_channels != 3:
+        raise bad("input_channels", "task: text takes the displayed RGB frame: 3")
+    patch = cfg.data.patch
+    if patch is None or len(patch) != 2 or any(not isinstance(p, int) or p < 1 or p % stride for p in patch):
+        raise bad("data.patch", f"two sizes (rows, columns), multiples of {stride} (the network's stride)")
+    for key in ("seed", "fonts"):
+        if key in cfg.data.text_options:
+            raise bad(
+                f"data.text_options.{key}",
+                "set by the trainer (training: seed and the training fonts; validation: "
+                "validation_seed and the held-out fonts)",
+            )
+    size_range = cfg.data.text_options.get("size_range")
+    if (
+        isinstance(size_range, (list, tuple))
+        and all(isinstance(s, (int, float)) for s in size_range)
+        and max(patch) > min(size_range)
+    ):
+        raise bad("data.patch", f"no larger than the smallest image (text_options.size_range {size_range})")
+    if len(cfg.optim.class_weights) != 2:
+        raise bad("optim.class_weights", "two weights: background, text")
+    return cfg
+
+
+def _with_task_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` completed with :data:`TASK_DEFAULTS` of its task (what the YAML says wins)."""
+    defaults = TASK_DEFAULTS.get(raw.get("task", "deface"))
+    if not defaults:
+        return raw
+    out = dict(raw)
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            given = out.get(key)
+            if given is None:
+                out[key] = dict(value)
+            elif isinstance(given, dict):
+                out[key] = {**value, **given}
+        elif key not in out:
+            out[key] = value
+    return out
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
@@ -192,7 +293,8 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    cfg = _build(TrainConfig, raw, "", str(p))
+    given = raw
+    cfg = _build(TrainConfig, _with_task_defaults(raw), "", str(p))
     base = p.parent
     data = cfg.data
     datasets = tuple(str((base / d).resolve()) if not os.path.isabs(d) else d for d in data.datasets)
@@ -200,4 +302,4 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     from dataclasses import replace
 
     cfg = replace(cfg, data=replace(data, datasets=datasets), out_dir=out_dir)
-    return _validate(cfg, str(p))
+    return _validate(cfg, str(p), given)

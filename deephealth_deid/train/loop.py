@@ -1,5 +1,11 @@
 """The training loop: seeded, resumable, validated, logged.
 
+The loop is the same for every task; :data:`TASKS` maps a task name to what
+differs (the network spec, the model file's metadata and the sample source:
+:class:`~.samples.DefaceSamples` or :class:`~.text_samples.TextSamples`). The
+validation Dice is reported per foreground class, named after the spec's
+class names (``eyes``, ``nose``, ``mouth``, ``ears``; ``text``).
+
 Outputs in ``out_dir``: ``model.safetensors`` (best validation mean Dice, a
 model file any engine loads), ``last.safetensors`` + ``optimizer.pt`` (resume
 point, written every ``checkpoint_every`` iterations), ``metrics.jsonl`` (one
@@ -13,20 +19,88 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .config import TrainConfig
-from .samples import DefaceSamples
 
-__all__ = ["TrainResult", "train", "dice_per_class"]
+__all__ = ["TASKS", "Samples", "TrainResult", "train", "dice_per_class"]
 
 log = logging.getLogger(__name__)
 
 FEATURES = ("eyes", "nose", "mouth", "ears")
+
+
+class Samples(Protocol):
+    """A task's source of training and validation pairs."""
+
+    def training(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index``: input ``[C, *patch]`` float32 and labels ``[*patch]`` int64."""
+        ...
+
+    def validation(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The validation pairs (fixed, never used for training)."""
+        ...
+
+
+def _deface_task(config: TrainConfig) -> tuple[Any, dict[str, Any], Callable[[TrainConfig], Samples]]:
+    """The 3D defacing U-Net on the head grid (image and depth under the skin)."""
+    from ..nets import deface_unet_spec
+    from .samples import DefaceSamples
+
+    spec = deface_unet_spec(
+        widths=tuple(config.widths),
+        norm=config.norm,
+        spacing=(config.grid.spacing_mm,) * 3,
+        in_channels=config.input_channels,
+    )
+    metadata = {
+        "task": "deface",
+        "labels": {"1": "eyes", "2": "nose", "3": "mouth", "4": "ears"},
+        "grid": {"spacing_mm": config.grid.spacing_mm, "shape": list(config.grid.shape)},
+        "inputs": ["image", "depth"][: config.input_channels],
+        "training": {"config": config.to_dict()},
+    }
+    return spec, metadata, DefaceSamples
+
+
+def _text_task(config: TrainConfig) -> tuple[Any, dict[str, Any], Callable[[TrainConfig], Samples]]:
+    """The 2D text-region U-Net on synthetic text images, fed the displayed RGB frame."""
+    from ..nets import text_unet_spec
+    from .text_samples import ACROSS, ALONG, TextSamples
+
+    spec = text_unet_spec(widths=tuple(config.widths), norm=config.norm)
+    metadata = {
+        "task": "text",
+        "labels": {"1": "text"},
+        "inputs": ["red", "green", "blue"],
+        "input": {
+            "frame": (
+                "the frame as displayed, (rows, columns, 3) uint8 RGB: grey windowed to its full range "
+                "and repeated over the channels, MONOCHROME1 inverted, palette looked up"
+            ),
+            "scale": "value / 255",
+            "layout": "[N, 3, rows, columns], zero-padded to a multiple of the stride; never resized",
+            "function": "deephealth_deid.text.network.network_input",
+        },
+        "target": (
+            f"each string's ink grown by {ALONG} x its text height along its reading direction and "
+            f"{ACROSS} x across, cut to its tight box"
+        ),
+        "training": {"config": config.to_dict()},
+    }
+    return spec, metadata, TextSamples
+
+
+#: What differs between tasks: ``task -> f(config) -> (spec, metadata, samples class)``.
+TASKS: dict[str, Callable[[TrainConfig], tuple[Any, dict[str, Any], Callable[[TrainConfig], Samples]]]] = {
+    "deface": _deface_task,
+    "text": _text_task,
+}
 
 
 @dataclass(frozen=True)
@@ -39,34 +113,48 @@ class TrainResult:
     seconds: float
 
 
-def dice_per_class(pred: np.ndarray, truth: np.ndarray, classes: int = 5) -> dict[str, float]:
-    """Dice of each feature class (NaN when absent from both)."""
+def dice_per_class(
+    pred: np.ndarray, truth: np.ndarray, classes: int = 5, *, names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Dice of each foreground class (NaN when absent from both).
+
+    Args:
+        pred: Predicted labels.
+        truth: True labels.
+        classes: Number of classes, background included (the defacer's five
+            when ``names`` is not given).
+        names: Names of the foreground classes 1, 2, ... (default: the
+            defacing features).
+    """
+    names = FEATURES[: classes - 1] if names is None else tuple(names)
     out = {}
-    for c, name in zip(range(1, classes), FEATURES, strict=True):
+    for c, name in enumerate(names, start=1):
         p, t = pred == c, truth == c
         denom = p.sum() + t.sum()
         out[name] = float(2.0 * (p & t).sum() / denom) if denom else float("nan")
     return out
 
 
-def _validate(engine: Any, model: Any, val: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    scores: dict[str, list[float]] = {n: [] for n in FEATURES}
+def _validate(
+    engine: Any, model: Any, val: list[tuple[np.ndarray, np.ndarray]], names: Sequence[str]
+) -> dict[str, float]:
+    scores: dict[str, list[float]] = {n: [] for n in names}
     for x, y in val:
         logits = engine.predict(model, x[None])[0]
         pred = logits.argmax(axis=0)
-        for name, d in dice_per_class(pred, y).items():
+        for name, d in dice_per_class(pred, y, names=names).items():
             if not np.isnan(d):
                 scores[name].append(d)
     return {n: float(np.mean(v)) if v else float("nan") for n, v in scores.items()}
 
 
-def _batch(samples: DefaceSamples, iteration: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _batch(samples: Samples, iteration: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The batch of ``iteration``: samples ``iteration * size`` onwards, stacked."""
     pairs = [samples.training(iteration * size + k) for k in range(size)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def _prefetch(samples: DefaceSamples, start: int, stop: int, size: int, depth: int = 2) -> Any:
+def _prefetch(samples: Samples, start: int, stop: int, size: int, depth: int = 2) -> Any:
     """Yield training batches from a background thread (numpy/scipy release the GIL)."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = threading.Event()
@@ -94,11 +182,19 @@ def _prefetch(samples: DefaceSamples, start: int, stop: int, size: int, depth: i
 
 
 def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = None) -> TrainResult:
-    """Train the defacing U-Net as ``config`` says; resume from ``out_dir`` when a checkpoint is there."""
+    """Train the network of ``config.task``; resume from ``out_dir`` when a checkpoint is there.
+
+    Raises:
+        ConfigError: An unknown task.
+    """
     import yaml
 
     from ..engines import get_engine
-    from ..nets import deface_unet_spec
+    from ..errors import ConfigError
+
+    if config.task not in TASKS:
+        raise ConfigError(f"task: unknown task {config.task!r} (known: {', '.join(TASKS)})")
+    spec, metadata, samples_class = TASKS[config.task](config)
 
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,19 +204,6 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
         from ..engines.torch_engine import set_threads
 
         set_threads(config.threads)
-    spec = deface_unet_spec(
-        widths=tuple(config.widths),
-        norm=config.norm,
-        spacing=(config.grid.spacing_mm,) * 3,
-        in_channels=config.input_channels,
-    )
-    metadata = {
-        "task": "deface",
-        "labels": {"1": "eyes", "2": "nose", "3": "mouth", "4": "ears"},
-        "grid": {"spacing_mm": config.grid.spacing_mm, "shape": list(config.grid.shape)},
-        "inputs": ["image", "depth"][: config.input_channels],
-        "training": {"config": config.to_dict()},
-    }
     model = engine.build(spec, seed=config.seed)
     opt = engine.optimizer(model, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     start, best = 0, {"mean": -1.0}
@@ -133,7 +216,8 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
         _load_optimizer(engine, opt, out / "optimizer.pt")
         start, best = int(state["iteration"]), state.get("best", best)
         log.info("resuming at iteration %d (best mean Dice %.3f)", start, best.get("mean", -1))
-    samples = DefaceSamples(config)
+    samples = samples_class(config)
+    names = spec.class_names[1:]
     val = samples.validation()
     total = config.optim.iterations
     bar = _progress(progress, start, total)
@@ -158,8 +242,9 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
             last = it + 1 == total
             over = config.time_budget_min is not None and time.monotonic() - t0 > config.time_budget_min * 60
             if val and ((it + 1) % config.validate_every == 0 or last or over):
-                scores = _validate(engine, model, val)
-                mean = float(np.nanmean(list(scores.values())))
+                scores = _validate(engine, model, val, names)
+                finite = [v for v in scores.values() if not np.isnan(v)]
+                mean = float(np.mean(finite)) if finite else float("nan")
                 metrics.write(
                     json.dumps({"iteration": it + 1, "validation_dice": scores, "mean": mean}) + "\n"
                 )

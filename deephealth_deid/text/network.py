@@ -1,0 +1,318 @@
+"""The network text detector: the frame as the network's input, tiled prediction, probabilities to boxes.
+
+A 2D U-Net (:func:`~deephealth_deid.nets.text_unet_spec`) marks the pixels of
+burned-in strings; :class:`NetTextDetector` runs it on a displayed frame at
+its own resolution (never downscaled: 6-pixel text must keep its pixels) and
+turns the text probability into one :class:`~.regions.Region` per connected
+blob.
+
+* Input: :func:`network_input`, the one conversion shared with training (see
+  :mod:`deephealth_deid.train.text_samples`): the displayed ``(rows, columns,
+  3)`` uint8 RGB frame scaled to 0-1, channels first.
+* Prediction: the frame is zero-padded to a multiple of the network's stride.
+  When it fits in one ``tile`` it is predicted whole; otherwise overlapping
+  tiles (``overlap`` pixels, tile origins on the stride's grid, so pooling
+  windows line up with those of a whole-frame prediction) are predicted one
+  by one and stitched by taking the maximum text probability, so a string cut
+  by one tile's edge is still found whole in its neighbour.
+* Boxes: :func:`regions_from_probabilities`: threshold, 8-connected
+  components, components smaller than ``min_area_px`` dropped, then
+  components whose boxes overlap merged until no two boxes overlap; each
+  region's score is the mean probability over its pixels.
+
+Example:
+    >>> prob = np.zeros((40, 60), np.float32)
+    >>> prob[5:12, 10:40] = 0.9
+    >>> [(r.box, round(r.score, 2)) for r in regions_from_probabilities(prob)]
+    [((10, 5, 40, 12), 0.9)]
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import ModelCheckError
+from ..nets import UNetSpec, crop_padding, pad_to_multiple
+from .regions import Region
+
+__all__ = [
+    "NetTextDetector",
+    "check_text_spec",
+    "network_input",
+    "regions_from_probabilities",
+    "tile_starts",
+]
+
+log = logging.getLogger(__name__)
+
+_EIGHT = np.ones((3, 3), bool)
+
+
+def network_input(frame: np.ndarray) -> np.ndarray:
+    """The text network's input for a displayed frame: float32 ``[3, rows, columns]`` in 0-1.
+
+    Training and inference both call this, so the network sees at run time
+    exactly what it learnt on.
+
+    Args:
+        frame: The frame as displayed, ``(rows, columns, 3)`` uint8 RGB (see
+            :class:`~.regions.Detector`) or ``(rows, columns)`` uint8 grey
+            (repeated over the three channels). Not modified.
+
+    Returns:
+        ``frame / 255`` as float32, channels first.
+
+    Raises:
+        ValueError: Not a uint8 grey or RGB frame.
+
+    Example:
+        >>> network_input(np.full((2, 3), 255, np.uint8)).shape
+        (3, 2, 3)
+    """
+    a = np.asarray(frame)
+    if a.dtype != np.uint8:
+        raise ValueError(f"the text detector takes the displayed uint8 frame, got dtype {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[None], 3, axis=0)
+    elif a.ndim == 3 and a.shape[-1] == 3:
+        a = np.moveaxis(a, -1, 0)
+    else:
+        raise ValueError(f"the text detector takes a (rows, columns[, 3]) frame, got shape {a.shape}")
+    if min(a.shape[1:]) < 1:
+        raise ValueError(f"empty frame of shape {np.shape(frame)}")
+    return np.ascontiguousarray(a, dtype=np.float32) * np.float32(1.0 / 255.0)
+
+
+def check_text_spec(spec: UNetSpec, source: str = "model") -> None:
+    """Raise :class:`ModelCheckError` unless ``spec`` is a text detector: 2D, 3 input channels, 2 classes.
+
+    Args:
+        spec: The network spec of a model.
+        source: What the spec came from (a file name), for the message.
+    """
+    if spec.ndim != 2 or spec.in_channels != 3 or spec.classes != 2:
+        raise ModelCheckError(
+            f"{source}: not a text-detection model ({spec.ndim}D, {spec.in_channels} input channel(s), "
+            f"{spec.classes} classes; a text detector is 2D with 3 input channels and 2 classes: "
+            "background, text); train one with 'deid train training/text.yaml'"
+        )
+
+
+def tile_starts(size: int, tile: int, step: int) -> list[int]:
+    """First indices of windows of ``tile`` covering ``range(size)``, ``step`` apart, the last flush.
+
+    Args:
+        size: Length of the axis.
+        tile: Window length.
+        step: Distance between window starts (``tile - overlap``).
+
+    Returns:
+        ``[0]`` when ``size <= tile``; else ``0, step, 2 step, ...`` and
+        ``size - tile``.
+
+    Example:
+        >>> tile_starts(1104, 512, 448)
+        [0, 448, 592]
+    """
+    if tile < 1 or step < 1:
+        raise ValueError(f"tile and step must be positive, got {tile} and {step}")
+    if size <= tile:
+        return [0]
+    return [*range(0, size - tile, step), size - tile]
+
+
+def regions_from_probabilities(
+    prob: np.ndarray, *, threshold: float = 0.5, min_area_px: int = 12, frame: int = 0
+) -> list[Region]:
+    """Text regions from a text-probability map.
+
+    Pixels with a probability of at least ``threshold`` are grouped into
+    8-connected components; components of fewer than ``min_area_px`` pixels
+    are dropped; each remaining component gives its tight box, and components
+    whose boxes overlap (share at least one pixel) are merged, repeatedly, so
+    that no two boxes returned overlap. A region's score is the mean
+    probability over the pixels of its components.
+
+    Args:
+        prob: ``(rows, columns)`` probabilities in 0-1.
+        threshold: Probability from which a pixel is text.
+        min_area_px: Smallest component kept, in pixels.
+        frame: Frame index given to the regions.
+
+    Returns:
+        The regions (``source='net'``), sorted by their top, then left edge.
+    """
+    p = np.asarray(prob, dtype=np.float32)
+    if p.ndim != 2:
+        raise ValueError(f"expected a (rows, columns) probability map, got shape {p.shape}")
+    labels, n = ndi.label(p >= threshold, structure=_EIGHT)
+    if n == 0:
+        return []
+    flat = labels.ravel()
+    areas = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+    sums = np.bincount(flat, weights=p.ravel().astype(np.float64), minlength=n + 1)[1:]
+    boxes = np.array(
+        [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndi.find_objects(labels)], dtype=np.int64
+    )
+    keep = areas >= max(int(min_area_px), 1)
+    boxes, sums, areas = _merge_overlapping(boxes[keep], sums[keep], areas[keep])
+    order = np.lexsort((boxes[:, 0], boxes[:, 1])) if len(boxes) else []
+    return [
+        Region(
+            frame=frame,
+            x0=int(boxes[k, 0]),
+            y0=int(boxes[k, 1]),
+            x1=int(boxes[k, 2]),
+            y1=int(boxes[k, 3]),
+            score=float(np.clip(sums[k] / areas[k], 0.0, 1.0)),
+            source="net",
+        )
+        for k in order
+    ]
+
+
+def _merge_overlapping(
+    boxes: np.ndarray, sums: np.ndarray, areas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge boxes ``(x0, y0, x1, y1)`` that overlap until none do; sums and areas add up."""
+    while len(boxes) > 1:
+        order = np.argsort(boxes[:, 0], kind="stable")
+        b, s, a = boxes[order], sums[order], areas[order]
+        parent = list(range(len(b)))
+        merged = False
+        for i in range(len(b)):
+            # Boxes starting at or after this one's left edge and before its right edge overlap it
+            # along x; keep those that overlap along y too.
+            end = int(np.searchsorted(b[:, 0], b[i, 2], side="left"))
+            if end <= i + 1:
+                continue
+            cand = np.arange(i + 1, end)
+            for j in cand[(b[cand, 1] < b[i, 3]) & (b[i, 1] < b[cand, 3])]:
+                ri, rj = _root(parent, i), _root(parent, int(j))
+                if ri != rj:
+                    parent[rj] = ri
+                    merged = True
+        if not merged:
+            return b, s, a
+        roots = np.array([_root(parent, i) for i in range(len(b))])
+        groups, inverse = np.unique(roots, return_inverse=True)
+        out = np.empty((len(groups), 4), np.int64)
+        for col, fn in ((0, np.minimum), (1, np.minimum), (2, np.maximum), (3, np.maximum)):
+            out[:, col] = b[groups, col]
+            fn.at(out[:, col], inverse, b[:, col])
+        boxes = out
+        sums = np.bincount(inverse, weights=s, minlength=len(groups))
+        areas = np.bincount(inverse, weights=a, minlength=len(groups))
+    return boxes, sums, areas
+
+
+def _root(parent: list[int], i: int) -> int:
+    """Union-find: the root of ``i`` (compressing the path on the way)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+class NetTextDetector:
+    """Finds burned-in text with a trained 2D text U-Net (a :class:`~.regions.Detector`).
+
+    Usually made by :func:`~.detector.load_text_detector`.
+
+    Args:
+        engine: The engine the model runs on (:func:`~deephealth_deid.engines.get_engine`).
+        model: A text model of that engine (2D, 3 input channels, 2 classes).
+        spec: The model's spec; read from ``model.spec`` when not given.
+        threshold: Text probability from which a pixel is text.
+        tile: Largest side predicted in one pass (rounded up to the stride);
+            larger frames are cut into overlapping tiles. Bounds the memory
+            used, not the resolution: frames are never downscaled.
+        overlap: Overlap of neighbouring tiles in pixels (rounded up to the
+            stride); text narrower than it is always whole in some tile.
+        min_area_px: Smallest blob of text pixels kept.
+
+    Raises:
+        ModelCheckError: The model is not a text detector.
+        ValueError: An option out of range.
+
+    Example:
+        >>> from deephealth_deid.engines import get_engine  # doctest: +SKIP
+        >>> from deephealth_deid.nets import text_unet_spec  # doctest: +SKIP
+        >>> engine = get_engine("torch", device="cpu")  # doctest: +SKIP
+        >>> det = NetTextDetector(engine, engine.build(text_unet_spec(), seed=0))  # doctest: +SKIP
+        >>> det.detect(np.zeros((333, 517, 3), np.uint8))  # doctest: +SKIP
+        [...]
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        model: Any,
+        *,
+        spec: UNetSpec | None = None,
+        threshold: float = 0.5,
+        tile: int = 1024,
+        overlap: int = 64,
+        min_area_px: int = 12,
+    ) -> None:
+        spec = spec if spec is not None else getattr(model, "spec", None)
+        if not isinstance(spec, UNetSpec):
+            raise ValueError("the model carries no UNetSpec; pass spec=")
+        check_text_spec(spec)
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {threshold!r}")
+        if int(overlap) < 0 or int(tile) < 2 * int(overlap) + 1 or int(tile) < spec.stride:
+            raise ValueError(
+                f"tile must be at least the stride ({spec.stride}) and larger than twice the overlap; "
+                f"got tile {tile}, overlap {overlap}"
+            )
+        if int(min_area_px) < 1:
+            raise ValueError(f"min_area_px must be at least 1, got {min_area_px!r}")
+        stride = spec.stride
+        self.engine = engine
+        self.model = model
+        self.spec = spec
+        self.threshold = float(threshold)
+        self.tile = -(-int(tile) // stride) * stride
+        self.overlap = -(-int(overlap) // stride) * stride
+        self.min_area_px = int(min_area_px)
+
+    def __repr__(self) -> str:
+        return (
+            f"NetTextDetector({self.spec.name}, engine={getattr(self.engine, 'name', '?')}, "
+            f"threshold={self.threshold}, tile={self.tile}, overlap={self.overlap})"
+        )
+
+    def probabilities(self, frame: np.ndarray) -> np.ndarray:
+        """Text probability of every pixel of ``frame``: float32 ``(rows, columns)``.
+
+        Args:
+            frame: ``(rows, columns, 3)`` uint8 RGB as displayed, or
+                ``(rows, columns)`` uint8 grey; any size.
+        """
+        x, pads = pad_to_multiple(network_input(frame), self.spec.stride, axes=2)
+        rows, cols = x.shape[1:]
+        if rows <= self.tile and cols <= self.tile:
+            prob = self._predict(x)
+        else:
+            step = self.tile - self.overlap
+            prob = np.zeros((rows, cols), np.float32)
+            for y in tile_starts(rows, self.tile, step):
+                for xs in tile_starts(cols, self.tile, step):
+                    win = (slice(y, y + self.tile), slice(xs, xs + self.tile))
+                    np.maximum(prob[win], self._predict(x[(slice(None), *win)]), out=prob[win])
+        return np.ascontiguousarray(crop_padding(prob, pads))
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        out = self.engine.predict(self.model, np.ascontiguousarray(x[None]), probabilities=True)
+        return np.asarray(out[0, 1], dtype=np.float32)
+
+    def detect(self, frame: np.ndarray) -> list[Region]:
+        """The text regions on ``frame`` (see :class:`~.regions.Detector`), ``source='net'``."""
+        return regions_from_probabilities(
+            self.probabilities(frame), threshold=self.threshold, min_area_px=self.min_area_px
+        )

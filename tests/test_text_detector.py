@@ -1,0 +1,460 @@
+"""The network text detector: its spec, tiled prediction, probabilities to boxes, loading, and its training.
+
+What a user checks: the network is made of operations EDDL can run and exports
+to ONNX with those only; the detector takes frames of any size without
+resizing them and returns boxes inside the frame; a frame cut into tiles gives
+the same probabilities as the whole frame (exactly where one tile covers a
+pixel, never less where tiles overlap); blobs become the right boxes; only a
+2D RGB two-class text model is accepted; and ``deid train`` on a ``task: text``
+configuration writes a model the detector loads and runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from test_nets_engines import _randomise_batchnorm
+from train_configs import write_config as _write_config
+
+from deephealth_deid.engines import file_sha256
+from deephealth_deid.errors import ConfigError, ModelCheckError
+from deephealth_deid.nets import TEXT_CLASSES, UNetSpec, text_unet_spec
+from deephealth_deid.text import NetTextDetector, Region, network_input, regions_from_probabilities
+from deephealth_deid.text.detector import load_text_detector
+from deephealth_deid.text.network import tile_starts
+from deephealth_deid.train import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: A text net small enough for a few CPU seconds (stride 4, receptive radius about 20 pixels).
+SMALL = text_unet_spec(widths=(4, 8, 16))
+#: A text "net" with no spatial context: 1x1 convolutions, one level. Text probability is
+#: sigmoid(40 * relu(mean(RGB) - 0.5) - 2): about 0.12 on dark pixels, 1.0 on white ones.
+PIXELWISE = UNetSpec(
+    ndim=2,
+    in_channels=3,
+    classes=2,
+    widths=(1,),
+    convs_per_level=1,
+    kernel_size=1,
+    norm="none",
+    class_names=TEXT_CLASSES,
+    name="pixelwise",
+)
+
+
+@pytest.fixture(scope="module")
+def torch_engine():
+    """The PyTorch engine on the CPU, one thread (skips where torch is not installed)."""
+    torch = pytest.importorskip("torch", reason="the PyTorch engine needs torch (pip install torch)")
+    from deephealth_deid.engines import get_engine
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield get_engine("torch", device="cpu")
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pixelwise(torch_engine):
+    """The :data:`PIXELWISE` model with its weights set by hand."""
+    import torch
+
+    model = torch_engine.build(PIXELWISE, seed=0)
+    state = model.state_dict()
+    state["enc.0.0.conv.weight"] = torch.full((1, 3, 1, 1), 1.0 / 3.0)
+    state["enc.0.0.conv.bias"] = torch.tensor([-0.5])
+    state["head.weight"] = torch.tensor([0.0, 40.0]).reshape(2, 1, 1, 1)
+    state["head.bias"] = torch.tensor([0.0, -2.0])
+    model.load_state_dict(state)
+    return model
+
+
+def _frame(rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    """A dark noisy RGB frame with a few white bars ("strings")."""
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 90, size=(rows, cols, 3)).astype(np.uint8)
+    for _ in range(6):
+        y, x = int(rng.integers(0, rows - 20)), int(rng.integers(0, cols - 120))
+        frame[y : y + int(rng.integers(6, 20)), x : x + int(rng.integers(20, 120))] = 255
+    return frame
+
+
+def _coverage(rows: int, cols: int, tile: int, overlap: int, stride: int) -> np.ndarray:
+    """How many tiles cover each pixel (the detector's tiling of the padded frame, cropped back)."""
+    from deephealth_deid.nets import padded_shape, padding_for
+
+    (pr, pc), pads = padded_shape((rows, cols), stride), padding_for((rows, cols), stride)
+    count = np.zeros((pr, pc), int)
+    for y in tile_starts(pr, tile, tile - overlap):
+        for x in tile_starts(pc, tile, tile - overlap):
+            count[y : y + tile, x : x + tile] += 1
+    return count[pads[0][0] : pr - pads[0][1], pads[1][0] : pc - pads[1][1]]
+
+
+# --------------------------------------------------------------------------------------------
+# The network
+
+
+def test_text_spec_is_a_2d_rgb_two_class_unet():
+    spec = text_unet_spec()
+    assert (spec.ndim, spec.in_channels, spec.classes) == (2, 3, 2)
+    assert spec.widths == (8, 16, 32, 64) and spec.stride == 8
+    assert spec.class_names == ("background", "text") and spec.name == "text-unet"
+    assert spec.upsample == "nearest"  # the only Resize EDDL's ONNX importer reads
+    assert UNetSpec.from_json(spec.to_json()) == spec
+    assert text_unet_spec(widths=(4, 8)).stride == 2
+
+
+def test_text_network_uses_only_eddl_compatible_layers(torch_engine):
+    import torch
+
+    model = torch_engine.build(text_unet_spec(), seed=0)
+    allowed = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d, torch.nn.Upsample)
+    for name, module in model.named_modules():
+        if name and not list(module.children()):
+            assert isinstance(module, allowed), f"{name}: {type(module).__name__}"
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.bias is not None for m in convs].count(True) == 1  # the head only
+
+
+def test_text_network_exports_to_onnx_with_the_allowed_operators_only(torch_engine, tmp_path):
+    onnx = pytest.importorskip("onnx", reason="ONNX export tests need the onnx package (pip install onnx)")
+    from deephealth_deid.engines.torch_engine import ONNX_OPS, onnx_problems
+
+    spec = text_unet_spec()
+    model = torch_engine.build(spec, seed=0)
+    _randomise_batchnorm(model)
+    path = tmp_path / "text.onnx"
+    torch_engine.export_onnx(model, spec, path)
+    proto = onnx.load(str(path))
+    ops = {node.op_type for node in proto.graph.node}
+    assert ops <= ONNX_OPS and onnx_problems(proto) == []
+    resize = [n for n in proto.graph.node if n.op_type == "Resize"]
+    assert resize and all(
+        a.s == b"nearest" for n in resize for a in n.attribute if a.name == "mode"
+    )  # EDDL reads nearest only
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 3, "H", "W"]
+
+
+# --------------------------------------------------------------------------------------------
+# Input, tiles and boxes
+
+
+def test_network_input_is_the_display_frame_scaled_to_one():
+    rgb = np.zeros((5, 7, 3), np.uint8)
+    rgb[1, 2] = (255, 0, 51)
+    x = network_input(rgb)
+    assert x.shape == (3, 5, 7) and x.dtype == np.float32
+    assert np.allclose(x[:, 1, 2], (1.0, 0.0, 0.2)) and x.sum() == pytest.approx(1.2)
+    grey = np.arange(35, dtype=np.uint8).reshape(5, 7)
+    assert np.array_equal(network_input(grey), network_input(np.repeat(grey[..., None], 3, axis=-1)))
+    assert rgb[1, 2, 0] == 255  # not modified
+    with pytest.raises(ValueError, match="uint8"):
+        network_input(np.zeros((5, 7), np.uint16))
+    with pytest.raises(ValueError, match="shape"):
+        network_input(np.zeros((5, 7, 4), np.uint8))
+
+
+def test_tile_starts_cover_the_axis_with_the_last_tile_flush():
+    assert tile_starts(300, 512, 448) == [0]
+    assert tile_starts(512, 512, 448) == [0]
+    assert tile_starts(1104, 512, 448) == [0, 448, 592]
+    for size in (513, 1000, 2049):
+        starts = tile_starts(size, 256, 192)
+        covered = np.zeros(size, bool)
+        for s in starts:
+            covered[s : s + 256] = True
+        assert covered.all() and starts[-1] + 256 == size and np.all(np.diff(starts) <= 192)
+
+
+def test_probabilities_become_one_box_per_blob_and_overlapping_boxes_merge():
+    p = np.zeros((60, 100), np.float32)
+    p[5:12, 10:40] = 0.9  # a string
+    p[20:23, 5:8] = 0.8  # a blob of 9 pixels: too small with min_area_px=12
+    p[30:34, 60:64] = 0.6  # two squares touching at a corner: one 8-connected blob
+    p[34:38, 64:68] = 0.6
+    p[40:50, 10:12] = 0.7  # an L whose box holds a separate dot-like blob: boxes overlap, merged
+    p[48:50, 10:30] = 0.7
+    p[42:46, 20:24] = 1.0
+    p[40:44, 80:90] = 0.9  # two boxes side by side, touching but not overlapping: kept apart
+    p[40:44, 91:99] = 0.9
+    p[55:58, 40:60] = 0.49  # under the threshold
+    regions = regions_from_probabilities(p, threshold=0.5, min_area_px=12)
+    assert all(isinstance(r, Region) and r.source == "net" and r.frame == 0 for r in regions)
+    boxes = {r.box: r.score for r in regions}
+    assert set(boxes) == {
+        (10, 5, 40, 12),
+        (60, 30, 68, 38),
+        (10, 40, 30, 50),
+        (80, 40, 90, 44),
+        (91, 40, 99, 44),
+    }
+    assert boxes[(10, 5, 40, 12)] == pytest.approx(0.9)
+    # The merged region's score is the mean probability over the pixels of both blobs.
+    lshape, dot = 20 + 40 - 4, 16
+    assert boxes[(10, 40, 30, 50)] == pytest.approx((0.7 * lshape + 1.0 * dot) / (lshape + dot))
+    assert [r.y0 for r in regions] == sorted(r.y0 for r in regions)
+    assert regions_from_probabilities(np.zeros((8, 8), np.float32)) == []
+
+
+def test_merging_goes_on_until_no_boxes_overlap():
+    p = np.zeros((40, 60), np.float32)
+    p[5:30, 5:7] = 0.9  # A: an L, box x 5..25, y 5..30
+    p[28:30, 5:25] = 0.9
+    p[8:10, 20:40] = 0.9  # B: overlaps A's box; A+B: x 5..40, y 5..30
+    p[12:14, 30:50] = 0.9  # C: overlaps neither A's box nor B's, only theirs merged
+    p[35:38, 45:60] = 0.9  # D: below everything, alone
+    regions = regions_from_probabilities(p, min_area_px=1)
+    assert [r.box for r in regions] == [(5, 5, 50, 30), (45, 35, 60, 38)]
+
+
+def test_pixelwise_model_finds_the_white_bars_exactly_tiled_or_not(torch_engine, pixelwise):
+    frame = np.zeros((700, 1100, 3), np.uint8)
+    bars = [(20, 10, 300, 30), (470, 300, 560, 320), (200, 500, 1090, 530), (600, 660, 640, 699)]
+    for x0, y0, x1, y1 in bars:
+        frame[y0:y1, x0:x1] = 255
+    whole = NetTextDetector(torch_engine, pixelwise, tile=2048)
+    tiled = NetTextDetector(torch_engine, pixelwise, tile=512, overlap=64)
+    p_whole, p_tiled = whole.probabilities(frame), tiled.probabilities(frame)
+    assert p_whole.shape == (700, 1100) and np.array_equal(p_whole, p_tiled)
+    for det in (whole, tiled):
+        regions = det.detect(frame)
+        assert sorted(r.box for r in regions) == sorted(bars)  # the bar across tiles is whole
+        assert all(r.score > 0.99 for r in regions)
+    # A grey frame is the same frame.
+    assert np.array_equal(whole.probabilities(frame[..., 0]), p_whole)
+
+
+@pytest.mark.parametrize(("rows", "cols", "tile"), [(333, 517, 1024), (700, 1100, 512)])
+def test_random_net_gives_regions_inside_frames_of_any_size(torch_engine, rows, cols, tile):
+    model = torch_engine.build(SMALL, seed=1)
+    _randomise_batchnorm(model)
+    frame = _frame(rows, cols)
+    prob = NetTextDetector(torch_engine, model, tile=tile).probabilities(frame)
+    assert prob.shape == (rows, cols) and prob.dtype == np.float32
+    assert prob.min() >= 0.0 and prob.max() <= 1.0
+    threshold = float(np.quantile(prob, 0.8))  # whatever the random net says, some pixels pass
+    regions = NetTextDetector(torch_engine, model, tile=tile, threshold=threshold).detect(frame)
+    assert regions
+    for r in regions:
+        assert 0 <= r.x0 < r.x1 <= cols and 0 <= r.y0 < r.y1 <= rows
+        assert threshold <= r.score <= 1.0 and r.source == "net"
+
+
+def test_tiles_match_the_whole_frame_up_to_the_stitching(torch_engine):
+    """Exactly where one tile covers a pixel; where tiles overlap, the maximum is never below it."""
+    model = torch_engine.build(SMALL, seed=2)
+    _randomise_batchnorm(model)
+    frame = _frame(700, 1100, seed=3)
+    whole = NetTextDetector(torch_engine, model, tile=2048).probabilities(frame)
+    tiled = NetTextDetector(torch_engine, model, tile=512, overlap=64).probabilities(frame)
+    once = _coverage(700, 1100, 512, 64, SMALL.stride) == 1
+    assert 0.3 < once.mean() < 1.0
+    np.testing.assert_allclose(tiled[once], whole[once], atol=1e-5)
+    assert np.all(tiled[~once] >= whole[~once] - 1e-5)
+
+
+def test_detector_options_are_checked(torch_engine, pixelwise):
+    with pytest.raises(ValueError, match="threshold"):
+        NetTextDetector(torch_engine, pixelwise, threshold=1.0)
+    with pytest.raises(ValueError, match="overlap"):
+        NetTextDetector(torch_engine, pixelwise, tile=100, overlap=64)
+    with pytest.raises(ValueError, match="spec"):
+        NetTextDetector(torch_engine, object())
+    det = NetTextDetector(torch_engine, torch_engine.build(SMALL, seed=0), tile=1001, overlap=63)
+    assert (det.tile, det.overlap) == (1004, 64)  # rounded up to the stride
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _save(engine, spec: UNetSpec, path: Path, **metadata) -> Path:
+    engine.save(engine.build(spec, seed=0), spec, path, metadata=metadata)
+    return path
+
+
+def test_only_a_2d_rgb_two_class_text_model_loads(torch_engine, tmp_path):
+    from deephealth_deid.shipped import shipped_model
+
+    wrong = [
+        shipped_model("deface").path,  # the 3D defacing model
+        _save(torch_engine, text_unet_spec(widths=(4, 8), classes=3, class_names=()), tmp_path / "c3.st"),
+        _save(torch_engine, text_unet_spec(widths=(4, 8), in_channels=1), tmp_path / "grey.st"),
+        _save(torch_engine, text_unet_spec(widths=(4, 8)), tmp_path / "task.st", task="deface"),
+    ]
+    for path in wrong:
+        with pytest.raises(ModelCheckError, match=str(path.name)):
+            load_text_detector(path, engine="torch", device="cpu")
+    good = _save(torch_engine, text_unet_spec(widths=(4, 8)), tmp_path / "text.st", task="text")
+    det = load_text_detector(good, engine="torch", device="cpu", threshold=0.7, tile=256)
+    assert isinstance(det, NetTextDetector) and (det.threshold, det.tile) == (0.7, 256)
+
+
+def test_the_shipped_text_model_is_checked_against_its_sha256(torch_engine, tmp_path, monkeypatch):
+    from deephealth_deid import shipped
+
+    monkeypatch.setattr(shipped, "shipped_models", lambda: {})
+    with pytest.raises(ModelCheckError, match="no text-detection model is shipped yet"):
+        load_text_detector()
+    path = _save(torch_engine, text_unet_spec(widths=(4, 8)), tmp_path / "text.safetensors", task="text")
+    entry = shipped.ShippedModel("text", path, "0" * 64, None)
+    monkeypatch.setattr(shipped, "shipped_models", lambda: {"text": entry})
+    with pytest.raises(ModelCheckError, match="SHA-256 mismatch"):
+        load_text_detector(engine="torch", device="cpu")
+    entry = shipped.ShippedModel("text", path, file_sha256(path), None)
+    monkeypatch.setattr(shipped, "shipped_models", lambda: {"text": entry})
+    assert isinstance(load_text_detector(engine="torch", device="cpu"), NetTextDetector)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+TINY = {
+    "task": "text",
+    "engine": "torch",
+    "device": "cpu",
+    "seed": 3,
+    "threads": 1,
+    "widths": [4, 8],
+    "data": {
+        "validation_size": 1,
+        "patch": [64, 64],
+        "patches_per_head": 2,
+        "text_options": {"size_range": [64, 96], "n_text": [2, 4], "height_range": [6, 16]},
+    },
+    "optim": {"iterations": 3, "batch_size": 2, "lr": 0.01},
+    "validate_every": 3,
+    "checkpoint_every": 3,
+    "out_dir": "run",
+}
+
+
+def write_config(folder: Path, **changes: object) -> Path:
+    return _write_config(folder, TINY, "text.yaml", **changes)
+
+
+def test_shipped_text_training_config_loads():
+    cfg = load_config(ROOT / "training" / "text.yaml")
+    assert cfg.task == "text" and cfg.input_channels == 3 and cfg.data.patch == (256, 256)
+    assert 4 <= cfg.optim.batch_size <= 8 and cfg.time_budget_min == 25
+    assert Path(cfg.out_dir).parts[-2:] == ("runs", "text")
+
+
+def test_text_task_defaults_fill_what_the_yaml_leaves_out(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("task: text\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.input_channels == 3 and cfg.data.patch == (256, 256) and cfg.optim.class_weights == (1.0, 1.0)
+    assert Path(cfg.out_dir) == tmp_path / "runs" / "text"
+    assert load_config(ROOT / "training" / "deface.yaml").data.text_options == {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"grid": {"spacing_mm": 2.0}}, "grid"),
+        ({"data": {"patch": [64, 64, 64]}}, "data.patch"),
+        ({"data": {"patch": [64, 66]}}, "data.patch"),  # not a multiple of the stride (2)
+        ({"data": {"patch": [128, 128]}}, "data.patch"),  # larger than the smallest image
+        ({"data": {"synthetic_options": {"contrasts": {"t1": 1.0}}}}, "data.synthetic_options"),
+        ({"data": {"datasets": ["x.yaml"]}}, "data.datasets"),
+        ({"data": {"text_options": {"fonts": "all"}}}, "data.text_options.fonts"),
+        ({"input_channels": 2}, "input_channels"),
+        ({"optim": {"class_weights": [1, 1, 1, 1, 1]}}, "optim.class_weights"),
+        ({"task": "ocr"}, "task"),
+    ],
+)
+def test_bad_text_configuration_names_the_key(tmp_path, changes, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write_config(tmp_path, **changes))
+
+
+def test_deface_configuration_refuses_text_options(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("task: deface\ndata:\n  text_options: {size_range: [64, 96]}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"data\.text_options"):
+        load_config(path)
+
+
+def test_unknown_text_generator_option_is_a_config_error(tmp_path):
+    from deephealth_deid.train.text_samples import TextSamples
+
+    cfg = load_config(write_config(tmp_path, data={"text_options": {"colour": "blue"}}))
+    with pytest.raises(ConfigError, match="text_options"):
+        TextSamples(cfg)
+
+
+def test_text_samples_are_display_inputs_with_string_targets(tmp_path):
+    from deephealth_deid.data.synth_text import SynthTextGenerator, to_image
+    from deephealth_deid.text.pipeline import display_frame
+    from deephealth_deid.train.text_samples import TextSamples, text_target
+
+    cfg = load_config(write_config(tmp_path))
+    samples = TextSamples(cfg)
+    x, y = samples.training(0)
+    assert x.shape == (3, 64, 64) and x.dtype == np.float32 and 0.0 <= x.min() <= x.max() <= 1.0
+    assert y.shape == (64, 64) and y.dtype == np.int64 and set(np.unique(y).tolist()) <= {0, 1}
+    x2, y2 = TextSamples(cfg).training(0)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)  # seeded
+    # The input is what the detector computes from the frame the redaction pipeline displays.
+    sample = SynthTextGenerator(seed=cfg.seed, fonts="train", **cfg.data.text_options).sample(0)
+    full_x, full_y = samples.on_display(sample)
+    assert np.array_equal(full_x, network_input(display_frame(to_image(sample), 0)))
+    assert np.array_equal(full_y, text_target(sample))
+    ((vx, vy),) = samples.validation()
+    assert vx.shape[0] == 3 and vx.shape[1:] == vy.shape and all(s % 2 == 0 for s in vy.shape)
+
+
+def test_text_target_fills_each_string_box_and_stays_inside_it():
+    from deephealth_deid.data.synth_text import SynthTextSample, TextBox
+    from deephealth_deid.train.text_samples import text_target
+
+    instance = np.zeros((80, 120), np.uint16)
+    instance[10:20, 10:16] = 1  # two glyphs 10 px high, 7 px apart: one string
+    instance[12:20, 23:29] = 1
+    instance[40:70, 100:110] = 2  # a string rotated by 90 degrees: glyphs stacked along the rows
+    instance[40:52, 100:110] = 0
+    instance[44:50, 100:110] = 2
+    boxes = [
+        TextBox((10, 10, 29, 20), "AB", "identifying", "name", "f", 10, 0, "plain", 1),
+        TextBox((100, 40, 110, 70), "CD", "harmless", "marker", "f", 10, 90, "plain", 2),
+    ]
+    target = text_target(SynthTextSample(np.zeros((80, 120), np.uint8), "MONOCHROME2", boxes, instance))
+    assert target.dtype == np.uint8
+    labels, n = ndi.label(target, structure=np.ones((3, 3)))
+    assert n == 2
+    found = sorted((s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndi.find_objects(labels))
+    assert found == sorted(b.box for b in boxes)  # each blob's box is the string's tight box
+    assert target[10:20, 10:29].all() and target[40:70, 100:110].all()
+
+
+def test_deid_train_text_writes_a_model_the_detector_loads_and_runs(tmp_path):
+    pytest.importorskip("torch", reason="training needs torch (pip install torch)")
+    from deephealth_deid.cli import main as cli_main
+    from deephealth_deid.engines import read_model_file
+
+    path = write_config(tmp_path)
+    assert cli_main(["train", str(path)]) == 0
+    run = tmp_path / "run"
+    assert json.loads((run / "state.json").read_text())["iteration"] == 3
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (validation,) = [r for r in lines if "validation_dice" in r]
+    assert set(validation["validation_dice"]) == {"text"} and validation["iteration"] == 3
+    _, spec, metadata, _ = read_model_file(run / "model.safetensors")
+    assert spec == text_unet_spec(widths=(4, 8))
+    assert metadata["task"] == "text" and metadata["labels"] == {"1": "text"}
+    assert metadata["input"]["function"] == "deephealth_deid.text.network.network_input"
+
+    det = load_text_detector(run / "model.safetensors", engine="torch", device="cpu")
+    frame = _frame(97, 131)
+    regions = det.detect(frame)
+    assert all(0 <= r.x0 < r.x1 <= 131 and 0 <= r.y0 < r.y1 <= 97 for r in regions)
+    assert det.probabilities(frame).shape == (97, 131)

@@ -57,6 +57,8 @@ def test_shipped_training_config_loads() -> None:
         ({"optim": {"batch_size": 0}}, "optim"),
         ({"data": {"synthetic_options": [1, 2]}}, "data.synthetic_options"),
         ({"nonsense": 1}, "nonsense"),
+        ({"optim": {"lr_steps": [[100, -1.0]]}}, "optim.lr_steps"),
+        ({"optim": {"lr_steps": [100]}}, "optim.lr_steps"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path: Path, changes: dict, key: str) -> None:
@@ -135,3 +137,11 @@ def test_dice_term_ignores_classes_absent_from_the_batch() -> None:
     # The loss is CE + (1 - Dice of class 1) alone: class 3's (near-zero) Dice does not count.
     assert torch.isclose(loss_b, ce_b + (1 - parts_b["dice"][0]))
     assert parts_b["dice"][2] < 0.01  # it is near zero, yet does not add 1 to the loss
+
+
+def test_learning_rate_steps_follow_the_iteration(tmp_path: Path) -> None:
+    from deephealth_deid.train.loop import learning_rate
+
+    cfg = load_config(write_config(tmp_path, optim={"lr": 0.01, "lr_steps": [[20, 0.001], [10, 0.005]]}))
+    rates = [learning_rate(cfg, i) for i in (0, 9, 10, 19, 20, 1000)]
+    assert rates == [0.01, 0.01, 0.005, 0.005, 0.001, 0.001]

@@ -91,11 +91,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimisation settings."""
+    """Optimisation settings.
+
+    ``lr_steps``: ``[[iteration, lr], ...]``: from each iteration on, the learning
+    rate is that value (a step schedule; it follows the iteration count, so it
+    holds across a resume).
+    """
 
     iterations: int = 2000
     batch_size: int = 1
     lr: float = 2e-3
+    lr_steps: tuple[tuple[int, float], ...] = ()
     weight_decay: float = 1e-4
     class_weights: tuple[float, ...] = (0.2, 1.0, 1.0, 1.0, 1.0)
     dice_weight: float = 1.0
@@ -183,6 +189,11 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
 
     if cfg.task not in TASKS:
         raise bad("task", f"unknown task {cfg.task!r} (known: {', '.join(TASKS)})")
+    if any(
+        not isinstance(step, (list, tuple)) or len(step) != 2 or step[0] < 0 or step[1] <= 0
+        for step in cfg.optim.lr_steps
+    ):
+        raise bad("optim.lr_steps", "a list of [iteration, learning rate] pairs, rates positive")
     if cfg.optim.iterations < 1 or cfg.optim.batch_size < 1:
         raise bad("optim", "iterations and batch_size must be at least 1")
     if not 0.0 <= cfg.data.feature_patch_fraction <= 1.0:

@@ -227,6 +227,7 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
     it = start
     try:
         for it, (x, y) in _prefetch(samples, start, total, config.optim.batch_size):
+            _set_lr(engine, opt, learning_rate(config, it))
             stats = engine.train_step(
                 model, opt, x, y, class_weights=weights, dice_weight=config.optim.dice_weight
             )
@@ -275,6 +276,22 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
     if not val or not (out / "model.safetensors").exists():
         engine.save(model, spec, out / "model.safetensors", metadata=metadata, overwrite=True)
     return TrainResult(out / "model.safetensors", it + 1, best, time.monotonic() - t0)
+
+
+def learning_rate(config: TrainConfig, iteration: int) -> float:
+    """The learning rate at ``iteration`` (0-based): ``optim.lr``, then the last step reached."""
+    lr = config.optim.lr
+    for start, value in sorted(config.optim.lr_steps):
+        if iteration >= start:
+            lr = float(value)
+    return lr
+
+
+def _set_lr(engine: Any, opt: Any, lr: float) -> None:
+    if engine.name != "torch":
+        return
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 def _save_optimizer(engine: Any, opt: Any, path: Path) -> None:

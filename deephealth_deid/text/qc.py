@@ -1,7 +1,8 @@
 """The QC picture of a redaction: the redacted frames with every region's box drawn.
 
 Boxes are coloured by decision (red: blanked, green: kept) and labelled with
-the decision, the detector's score and ``'identifying'`` or ``'harmless'``;
+the decision, the detector's score and ``'identifying'``, ``'harmless'`` or
+``'unread'`` (blanked without OCR);
 never with the text read (a blanked region's text is patient data). The
 picture shows the redacted image, so it holds no more than the output does.
 """
@@ -52,7 +53,8 @@ def qc_picture(result: RedactResult, *, max_frames: int = 4) -> np.ndarray:
             else:
                 x0, y0, x1, y1 = r.box
             draw.rectangle((left + x0, y0, left + x1 - 1, y1 - 1), outline=colour, width=2)
-            label = f"{r.decision} {r.score:.2f} {'harmless' if r.decision == 'keep' else 'identifying'}"
+            kind = "harmless" if r.decision == "keep" else "identifying" if r.text is not None else "unread"
+            label = f"{r.decision} {r.score:.2f} {kind}"
             _label(draw, font, label, (left + x0, y0, left + x1, y1), colour, rows)
     return np.asarray(canvas)
 

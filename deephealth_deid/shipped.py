@@ -8,12 +8,16 @@ load offline after a plain ``pip install``. Nothing is ever downloaded.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelCheckError
 
-__all__ = ["ShippedModel", "shipped_model", "shipped_models", "models_dir"]
+__all__ = ["ShippedModel", "shipped_model", "shipped_models", "models_dir", "warn_if_not_validated"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,24 @@ def shipped_model(name: str) -> ShippedModel:
             f"the shipped model file {model.path} is missing from this installation; reinstall the package"
         )
     return model
+
+
+def warn_if_not_validated(metadata: Mapping[str, object], path: str | Path, what: str, check: str) -> None:
+    """Log a warning when a model file's metadata gives a status other than ``validated``.
+
+    Args:
+        metadata: The model file's metadata.
+        path: The model file (its name is logged).
+        what: What the model is, e.g. ``"defacing"``.
+        check: What the user should check, e.g. ``"every case"``.
+    """
+    status = metadata.get("status")
+    if status and status != "validated":
+        log.warning(
+            "the %s model %s is marked %r: it does not meet its accuracy targets yet; "
+            "check the QC picture of %s (see its model card)",
+            what,
+            Path(path).name,
+            status,
+            check,
+        )

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelCheckError
+from ..shipped import warn_if_not_validated
 from .conform import network_input
 
 __all__ = ["load_predictor", "DEFAULT_GRID"]
@@ -52,14 +53,7 @@ def load_predictor(model: str | Path | None, *, engine: str = "auto", device: st
     else:
         path, sha256 = str(Path(model)), None
     eng, net, spec, metadata = _load(path, sha256, engine, device)
-    status = metadata.get("status")
-    if status and status != "validated":
-        log.warning(
-            "the defacing model %s is marked %r: it does not meet its accuracy targets yet; "
-            "check the QC picture of every case (see its model card)",
-            Path(path).name,
-            status,
-        )
+    warn_if_not_validated(metadata, path, "defacing", "every case")
     grid = metadata.get("grid", {})
     spacing = float(grid.get("spacing_mm", DEFAULT_GRID[0]))
     shape = tuple(int(s) for s in grid.get("shape", DEFAULT_GRID[1]))

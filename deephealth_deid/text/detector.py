@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputNotFoundError, ModelCheckError
+from ..shipped import warn_if_not_validated
 from .network import NetTextDetector, check_text_spec, network_input
 from .ocr import OcrBackend, OcrDetector
 from .regions import Detector
@@ -101,14 +102,7 @@ def load_text_detector(
             raise InputNotFoundError(f"{path}: no such text-detection model file")
     stat = path.stat()
     eng, net, spec, metadata = _load(str(path), sha256, engine, device, (stat.st_size, stat.st_mtime_ns))
-    status = metadata.get("status")
-    if status and status != "validated":
-        log.warning(
-            "the text-detection model %s is marked %r: it does not meet its accuracy targets yet; "
-            "check the QC picture of every image (see its model card)",
-            path.name,
-            status,
-        )
+    warn_if_not_validated(metadata, path, "text-detection", "every image")
     return NetTextDetector(eng, net, spec=spec, **options)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_configs import TINY_DEFACE
 from train_configs import write_config as _write_config
 
 from deephealth_deid.errors import ConfigError
@@ -14,28 +15,7 @@ from deephealth_deid.train import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A head on a coarse grid, a tiny network: a few seconds per run on 2 CPU cores.
-TINY = {
-    "task": "deface",
-    "engine": "torch",
-    "device": "cpu",
-    "seed": 3,
-    "threads": 1,
-    "widths": [4, 8],
-    "input_channels": 2,
-    "grid": {"spacing_mm": 6.0, "shape": [40, 44, 44]},
-    "data": {
-        "synthetic": True,
-        "validation_size": 1,
-        "patch": [16, 16, 16],
-        "patches_per_head": 2,
-        "synthetic_options": {"contrasts": {"t1": 1.0}},
-    },
-    "optim": {"iterations": 4, "batch_size": 2, "lr": 0.01},
-    "validate_every": 2,
-    "checkpoint_every": 2,
-    "out_dir": "run",
-}
+TINY = TINY_DEFACE
 
 
 def write_config(folder: Path, **changes: object) -> Path:

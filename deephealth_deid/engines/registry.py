@@ -53,11 +53,13 @@ __all__ = [
     "Engine",
     "atomic_write",
     "available_engines",
+    "check_weights",
     "check_device_name",
     "file_sha256",
     "get_engine",
     "is_available",
     "read_model_file",
+    "step_stats",
     "write_model_file",
 ]
 
@@ -126,6 +128,10 @@ class Engine(Protocol):
 
     def optimizer(self, model: Any, *, lr: float = 1e-3, weight_decay: float = 1e-4) -> Any:
         """An optimizer for :meth:`train_step`."""
+        ...
+
+    def set_lr(self, optimizer: Any, lr: float) -> None:
+        """Change the optimizer's learning rate from the next step on."""
         ...
 
     def train_step(
@@ -466,3 +472,48 @@ def read_model_file(
     if position != len(body):
         raise bad(f"{len(body) - position} trailing bytes after the tensor data")
     return tensors, spec, metadata, saved_by
+
+
+def check_weights(
+    path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], expected: Mapping[str, Sequence[int]]
+) -> None:
+    """Check that a model file's tensors are the ones a network needs (names, shapes, finite values).
+
+    Args:
+        path: The file (for the messages).
+        tensors: What the file holds.
+        expected: Name and shape of every tensor the network needs.
+
+    Raises:
+        ModelCheckError: A missing, unexpected, misshapen or non-finite tensor.
+    """
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ModelCheckError(
+            f"{path}: the weights do not fit the network spec (missing: {missing[:5]}, "
+            f"unexpected: {unexpected[:5]})"
+        )
+    for name, shape in expected.items():
+        arr = tensors[name]
+        if tuple(arr.shape) != tuple(shape):
+            raise ModelCheckError(
+                f"{path}: tensor {name!r} has shape {tuple(arr.shape)}, the spec needs {tuple(shape)}"
+            )
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ModelCheckError(f"{path}: tensor {name!r} holds NaN or infinite values")
+
+
+def step_stats(spec: UNetSpec, loss: float, ce: float, dice: Sequence[float]) -> dict[str, float]:
+    """What a training step returns: loss, cross-entropy, mean soft Dice and ``dice_<class>`` per class.
+
+    Args:
+        spec: The network spec (class names).
+        loss: The total loss.
+        ce: The cross-entropy term.
+        dice: Soft Dice of each foreground class.
+    """
+    out = {"loss": float(loss), "ce": float(ce), "dice": float(np.mean(dice))}
+    for name, value in zip(spec.class_names[1:], dice, strict=True):
+        out[f"dice_{name}"] = float(value)
+    return out

@@ -26,13 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._version import __version__
-from ..errors import EngineUnavailableError, ModelCheckError
+from ..errors import EngineUnavailableError
 from ..nets import UNetSpec, crop_padding, pad_to_multiple
+from .onnx_graph import ONNX_OPS, checked_onnx, onnx_problems, spec_to_onnx
 from .registry import (
     atomic_write,
     check_device_name,
+    check_weights,
     file_sha256,
     read_model_file,
+    step_stats,
     write_model_file,
 )
 
@@ -53,9 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: ONNX operators an exported network may contain (all of them importable by EDDL v1.1b).
-ONNX_OPS: frozenset[str] = frozenset({"Conv", "BatchNormalization", "Relu", "MaxPool", "Resize", "Concat"})
-_ONNX_OPSETS = range(11, 18)
 _BN_EPS = 1e-5
 _BN_MOMENTUM = 0.1  # PyTorch's convention; ONNX's momentum is 1 - this
 
@@ -325,6 +325,11 @@ class TorchEngine:
         """An AdamW optimizer over the model's parameters (for :meth:`train_step`)."""
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
+    def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
+        """Change the learning rate of every parameter group from the next step on."""
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr)
+
     # -- predict -------------------------------------------------------------------------------
 
     def predict(
@@ -462,11 +467,7 @@ class TorchEngine:
             raise FloatingPointError(f"the loss is not finite ({float(loss)}); lower the learning rate")
         loss.backward()
         optimizer.step()
-        dice = parts["dice"].cpu().numpy()
-        out = {"loss": float(loss.detach()), "ce": float(parts["ce"]), "dice": float(dice.mean())}
-        for name, value in zip(spec.class_names[1:], dice, strict=True):
-            out[f"dice_{name}"] = float(value)
-        return out
+        return step_stats(spec, float(loss.detach()), float(parts["ce"]), parts["dice"].cpu().numpy())
 
     # -- save / load ---------------------------------------------------------------------------
 
@@ -536,23 +537,8 @@ class TorchEngine:
         if device is not None:
             model = model.to(resolve_device(device))
         expected = model.state_dict()
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            raise ModelCheckError(
-                f"{path}: the weights do not fit the network spec (missing: {missing[:5]}, "
-                f"unexpected: {unexpected[:5]})"
-            )
-        state = {}
-        for name, ref in expected.items():
-            arr = tensors[name]
-            if tuple(arr.shape) != tuple(ref.shape):
-                raise ModelCheckError(
-                    f"{path}: tensor {name!r} has shape {tuple(arr.shape)}, the spec needs {tuple(ref.shape)}"
-                )
-            if ref.is_floating_point() and not np.isfinite(arr).all():
-                raise ModelCheckError(f"{path}: tensor {name!r} holds NaN or infinite values")
-            state[name] = torch.from_numpy(arr).to(ref.dtype)
+        check_weights(path, tensors, {name: tuple(t.shape) for name, t in expected.items()})
+        state = {name: torch.from_numpy(tensors[name]).to(ref.dtype) for name, ref in expected.items()}
         model.load_state_dict(state, strict=True)
         model.eval()
         logger.info("loaded model %s (saved by %s)", path, saved_by or "unknown")
@@ -598,16 +584,8 @@ class TorchEngine:
         """
         if _spec_of(model) != spec:
             raise ValueError(f"spec {spec} is not the model's spec {model.spec}")
-        onnx = _import_onnx()
         weights = {name: t.detach().cpu().float().numpy() for name, t in model.state_dict().items()}
-        proto = spec_to_onnx(spec, weights, opset=opset)
-        try:
-            onnx.checker.check_model(proto, full_check=True)
-        except onnx.checker.ValidationError as e:
-            raise ModelCheckError(f"the exported ONNX graph is invalid: {e}") from e
-        problems = onnx_problems(proto)
-        if problems:
-            raise ModelCheckError("the exported ONNX graph breaks EDDL's constraints: " + "; ".join(problems))
+        proto = checked_onnx(spec, weights, opset=opset)
         if spec.upsample != "nearest":
             logger.warning(
                 "%s: EDDL v1.1b's ONNX importer reads only nearest Resize; this linear-upsampling "
@@ -637,179 +615,3 @@ def _spec_of(model: nn.Module) -> UNetSpec:
     if not isinstance(spec, UNetSpec):
         raise TypeError(f"expected a model built by this engine (a UNet), got {type(model).__name__}")
     return spec
-
-
-def _import_onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as e:
-        raise ImportError("ONNX export needs the onnx package: pip install onnx") from e
-    return onnx
-
-
-def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: int = 11) -> Any:
-    """Write the ONNX graph of a U-Net from its spec and its weights (no tracing, no torch needed).
-
-    Args:
-        spec: The network spec.
-        weights: State-dict tensors as numpy arrays (names as in :class:`UNet`).
-        opset: ONNX opset, 11 to 17.
-
-    Returns:
-        An ``onnx.ModelProto`` (see :meth:`TorchEngine.export_onnx` for its content).
-
-    Raises:
-        ImportError: The ``onnx`` package is missing.
-        ValueError: An unsupported opset.
-        KeyError: A weight the spec needs is missing.
-    """
-    _import_onnx()
-    from onnx import TensorProto, helper, numpy_helper
-
-    if opset not in _ONNX_OPSETS:
-        raise ValueError(f"opset must be in {_ONNX_OPSETS.start}..{_ONNX_OPSETS.stop - 1}, got {opset}")
-    nd, k = spec.ndim, spec.kernel_size
-    nodes: list[Any] = []
-    inits: dict[str, np.ndarray] = {}
-
-    def init(name: str, value: np.ndarray) -> str:
-        inits[name] = value
-        return name
-
-    def weight(name: str) -> str:
-        return init(name, np.asarray(weights[name], dtype=np.float32))
-
-    def conv_unit(prefix: str, x: str, kernel: int) -> str:
-        inputs = [x, weight(f"{prefix}.conv.weight")]
-        if spec.norm == "none":
-            inputs.append(weight(f"{prefix}.conv.bias"))
-        y = f"{prefix}.conv"
-        nodes.append(
-            helper.make_node(
-                "Conv",
-                inputs,
-                [y],
-                name=y,
-                kernel_shape=[kernel] * nd,
-                pads=[kernel // 2] * (2 * nd),
-                strides=[1] * nd,
-                dilations=[1] * nd,
-                group=1,
-            )
-        )
-        if spec.norm == "batch":
-            bn_inputs = [y] + [
-                weight(f"{prefix}.bn.{p}") for p in ("weight", "bias", "running_mean", "running_var")
-            ]
-            y = f"{prefix}.bn"
-            nodes.append(
-                helper.make_node(
-                    "BatchNormalization", bn_inputs, [y], name=y, epsilon=_BN_EPS, momentum=1 - _BN_MOMENTUM
-                )
-            )
-        nodes.append(helper.make_node("Relu", [y], [f"{prefix}.relu"], name=f"{prefix}.relu"))
-        return f"{prefix}.relu"
-
-    def block(prefix: str, x: str) -> str:
-        for i in range(spec.convs_per_level):
-            x = conv_unit(f"{prefix}.{i}", x, k)
-        return x
-
-    rank = nd + 2
-    roi = init("upsample.roi", np.array([0.0] * rank + [1.0] * rank, dtype=np.float32))
-    scales = init("upsample.scales", np.array([1.0, 1.0] + [2.0] * nd, dtype=np.float32))
-    if spec.upsample == "nearest":
-        resize_attrs = {
-            "mode": "nearest",
-            "coordinate_transformation_mode": "asymmetric",
-            "nearest_mode": "floor",
-        }
-    else:
-        resize_attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
-
-    x = "input"
-    skips = []
-    for level in range(spec.levels):
-        if level:
-            pooled = f"pool.{level}"
-            nodes.append(
-                helper.make_node(
-                    "MaxPool",
-                    [x],
-                    [pooled],
-                    name=pooled,
-                    kernel_shape=[2] * nd,
-                    strides=[2] * nd,
-                    pads=[0] * (2 * nd),
-                )
-            )
-            x = pooled
-        x = block(f"enc.{level}", x)
-        skips.append(x)
-    for level in reversed(range(spec.levels - 1)):
-        resized = f"upsample.{level}"
-        nodes.append(helper.make_node("Resize", [x, roi, scales], [resized], name=resized, **resize_attrs))
-        x = conv_unit(f"up.{level}", resized, k)
-        joined = f"concat.{level}"
-        nodes.append(helper.make_node("Concat", [skips[level], x], [joined], name=joined, axis=1))
-        x = block(f"dec.{level}", joined)
-    nodes.append(
-        helper.make_node(
-            "Conv",
-            [x, weight("head.weight"), weight("head.bias")],
-            ["logits"],
-            name="head",
-            kernel_shape=[1] * nd,
-            pads=[0] * (2 * nd),
-            strides=[1] * nd,
-            dilations=[1] * nd,
-            group=1,
-        )
-    )
-    axes = ["D", "H", "W"][3 - nd :]
-    graph = helper.make_graph(
-        nodes,
-        spec.name,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", spec.in_channels, *axes])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", spec.classes, *axes])],
-        initializer=[numpy_helper.from_array(v, name=n) for n, v in inits.items()],
-    )
-    proto = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", opset)],
-        producer_name="deephealth_deid",
-        producer_version=__version__,
-        doc_string=f"{spec.name}: {spec.ndim}D U-Net, logits of classes {', '.join(spec.class_names)}",
-    )
-    proto.ir_version = min(proto.ir_version, 8)  # readable by older runtimes and EDDL's protobuf
-    helper.set_model_props(
-        proto, {"deephealth_deid.spec": spec.to_json(), "deephealth_deid.output": "logits"}
-    )
-    return proto
-
-
-def onnx_problems(proto: Any) -> list[str]:
-    """What in an ONNX model the EDDL v1.1b importer (or this library's rules) cannot take.
-
-    Checks: every operator is in :data:`ONNX_OPS` (so no ConvTranspose, no
-    Softmax, no Constant nodes); Resize reads its ``roi`` and ``scales`` from
-    initializers; every weight of Conv and BatchNormalization is an initializer.
-
-    Args:
-        proto: An ``onnx.ModelProto``.
-
-    Returns:
-        One line per problem; empty when the model is fine.
-    """
-    problems = []
-    graph = proto.graph
-    initializers = {t.name for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type not in ONNX_OPS:
-            problems.append(f"node {node.name!r} is a {node.op_type}, which is not allowed")
-            continue
-        params = {"Resize": node.input[1:3], "Conv": node.input[1:], "BatchNormalization": node.input[1:]}
-        for name in params.get(node.op_type, []):
-            if name and name not in initializers:
-                problems.append(f"input {name!r} of {node.op_type} {node.name!r} is not an initializer")
-    return problems

@@ -69,6 +69,10 @@ class DataConfig:
             :class:`~deephealth_deid.data.synth_heads.SynthHeadGenerator` for the
             training heads (e.g. ``contrasts``); validation heads always use its
             defaults, the distribution the model is measured on.
+        reader: How the dataset files are read: ``"builtin"`` (nibabel and
+            pydicom) or ``"ecvl"`` (the pixels through the DeepHealth toolkit's
+            ECVL, the geometry from the built-in reader, which checks they
+            agree; see :mod:`deephealth_deid.io.ecvl`). Both give the same arrays.
         text_options: Keyword arguments of
             :class:`~deephealth_deid.data.synth_text.SynthTextGenerator` for
             ``task: text`` (``size_range``, ``n_text``, ...; not ``seed`` nor
@@ -87,6 +91,7 @@ class DataConfig:
     feature_patch_fraction: float = 0.5
     synthetic_options: dict[str, Any] = field(default_factory=dict)
     text_options: dict[str, Any] = field(default_factory=dict)
+    reader: str = "builtin"
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,8 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         raise bad("data", "no training data: set synthetic: true or list datasets")
     if not 0.0 <= cfg.data.synthetic_fraction <= 1.0:
         raise bad("data.synthetic_fraction", "between 0 and 1")
+    if cfg.data.reader not in ("builtin", "ecvl"):
+        raise bad("data.reader", "'builtin' or 'ecvl'")
     if len(cfg.optim.class_weights) != 5:
         raise bad("optim.class_weights", "five weights: background, eyes, nose, mouth, ears")
     return cfg
@@ -236,6 +243,7 @@ def _validate_text(cfg: TrainConfig, stride: int, bad: Any, given: dict[str, Any
         ("datasets", "task: text trains on synthetic text images only"),
         ("synthetic_options", "task: text takes data.text_options (SynthTextGenerator options)"),
         ("synthetic_fraction", "task: text trains on synthetic text images only"),
+        ("reader", "task: text trains on synthetic text images only"),
     ):
         if key in data:
             raise bad(f"data.{key}", why)

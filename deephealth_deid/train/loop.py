@@ -288,10 +288,7 @@ def learning_rate(config: TrainConfig, iteration: int) -> float:
 
 
 def _set_lr(engine: Any, opt: Any, lr: float) -> None:
-    if engine.name != "torch":
-        return
-    for group in opt.param_groups:
-        group["lr"] = lr
+    engine.set_lr(opt, lr)
 
 
 def _save_optimizer(engine: Any, opt: Any, path: Path) -> None:

@@ -75,7 +75,8 @@ class DefaceSamples:
         from ..io import load_volume
 
         img_path, lab_path = self._pairs[int(rng.integers(len(self._pairs)))]
-        return load_volume(img_path), load_volume(lab_path)
+        reader = self.config.data.reader
+        return load_volume(img_path, reader=reader), load_volume(lab_path, reader=reader)
 
     def training(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index``: input ``[channels, *patch]`` float32 and labels ``[*patch]`` int64.

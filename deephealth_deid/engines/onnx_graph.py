@@ -17,7 +17,7 @@ from .._version import __version__
 from ..errors import ModelCheckError
 from ..nets import UNetSpec
 
-__all__ = ["ONNX_OPS", "checked_onnx", "onnx_problems", "spec_to_onnx"]
+__all__ = ["ONNX_OPS", "checked_onnx", "onnx_problems", "spec_to_onnx", "with_input_shape"]
 
 #: ONNX operators an exported network may contain (all of them importable by EDDL v1.1b).
 ONNX_OPS: frozenset[str] = frozenset({"Conv", "BatchNormalization", "Relu", "MaxPool", "Resize", "Concat"})
@@ -219,3 +219,26 @@ def checked_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: in
     if problems:
         raise ModelCheckError("the exported ONNX graph breaks EDDL's constraints: " + "; ".join(problems))
     return proto
+
+
+def with_input_shape(proto: Any, shape: tuple[int, ...]) -> Any:
+    """A copy of an exported model with fixed input and output sizes (EDDL's importer needs them).
+
+    Args:
+        proto: A model from :func:`spec_to_onnx` (dynamic batch and spatial axes).
+        shape: The input shape ``(N, in_channels, *spatial)``.
+    """
+    out = type(proto)()
+    out.CopyFrom(proto)
+    inp, logits = out.graph.input[0], out.graph.output[0]
+    dims_in = inp.type.tensor_type.shape.dim
+    dims_out = logits.type.tensor_type.shape.dim
+    if len(dims_in) != len(shape) or (dims_in[1].dim_value and dims_in[1].dim_value != shape[1]):
+        raise ValueError(f"input shape {shape} does not fit the model's input ({len(dims_in)} axes)")
+    for i, size in enumerate(shape):
+        dims_in[i].ClearField("dim_param")
+        dims_in[i].dim_value = int(size)
+        if i != 1:
+            dims_out[i].ClearField("dim_param")
+            dims_out[i].dim_value = int(size)
+    return out

@@ -232,3 +232,39 @@ def test_deface_on_eddl_gives_the_mask_torch_gives(eddl_engine, tmp_path, chris_
     assert on_torch.mask.array.any()
     assert np.array_equal(on_eddl.mask.array, on_torch.mask.array)
     assert np.array_equal(on_eddl.volume.array, on_torch.volume.array)
+
+
+@pytest.mark.eddl
+@needs_eddl
+@pytest.mark.parametrize("task", ["deface", "text"])
+def test_deid_train_on_eddl(eddl_engine, tmp_path, task):
+    """`deid train CONFIG --engine eddl` trains, validates, checkpoints and resumes, for both networks."""
+    import json
+
+    from train_configs import TINY_DEFACE, write_config
+
+    from deephealth_deid.cli import main as cli_main
+
+    if task == "deface":
+        base = TINY_DEFACE
+    else:
+        base = {
+            "task": "text", "engine": "torch", "device": "cpu", "seed": 1, "threads": 1,
+            "widths": [4, 8], "input_channels": 3,
+            "data": {"synthetic": True, "validation_size": 1, "patch": [64, 64], "patches_per_head": 1,
+                     "text_options": {"size_range": [96, 128]}},
+            "optim": {"iterations": 4, "batch_size": 1, "lr": 0.01, "class_weights": [1.0, 5.0]},
+            "validate_every": 2, "checkpoint_every": 2, "out_dir": "run",
+        }  # fmt: skip
+    path = write_config(tmp_path, base, "train.yaml")
+    assert cli_main(["train", str(path), "--engine", "eddl"]) == 0
+    run = tmp_path / "run"
+    assert json.loads((run / "state.json").read_text())["iteration"] == 4
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines if "validation_dice" in r] == [2, 4]
+    assert cli_main(["train", str(path), "--engine", "eddl", "--iterations", "6"]) == 0
+    assert json.loads((run / "state.json").read_text())["iteration"] == 6
+    from deephealth_deid.engines.registry import read_model_file
+
+    _, _, _, saved_by = read_model_file(run / "model.safetensors")
+    assert saved_by["engine"] == "eddl"

@@ -179,10 +179,13 @@ def resolve_device(device: str) -> str:
     return f"cuda:{index}"
 
 
-def _computing_service(device: str, threads: int = -1) -> Any:
+_THREADS = [-1]  # CPU threads of the computing services made from now on (-1: all cores)
+
+
+def _computing_service(device: str) -> Any:
     eddl = _eddl()
     if device == "cpu":
-        return eddl.CS_CPU(threads, "full_mem")
+        return eddl.CS_CPU(_THREADS[0], "full_mem")
     index = int(device.split(":")[1])
     mask = [0] * (index + 1)
     mask[index] = 1
@@ -623,6 +626,12 @@ class EddlEngine:
     def optimizer(self, model: EddlModel, *, lr: float = 1e-3, weight_decay: float = 1e-4) -> EddlOptimizer:
         """Adam settings for :meth:`train_step`."""
         return EddlOptimizer(lr=float(lr), weight_decay=float(weight_decay))
+
+    def set_threads(self, n: int) -> None:
+        """Use ``n`` CPU threads in the EDDL networks built from now on."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"threads must be a positive integer, got {n!r}")
+        _THREADS[0] = n
 
     def set_lr(self, optimizer: EddlOptimizer, lr: float) -> None:
         """Change the learning rate from the next step on."""

@@ -130,6 +130,10 @@ class Engine(Protocol):
         """An optimizer for :meth:`train_step`."""
         ...
 
+    def set_threads(self, n: int) -> None:
+        """Use ``n`` CPU threads for the networks built or run from now on."""
+        ...
+
     def set_lr(self, optimizer: Any, lr: float) -> None:
         """Change the optimizer's learning rate from the next step on."""
         ...

@@ -325,6 +325,10 @@ class TorchEngine:
         """An AdamW optimizer over the model's parameters (for :meth:`train_step`)."""
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
+    def set_threads(self, n: int) -> None:
+        """Use ``n`` CPU threads (see :func:`set_threads`)."""
+        set_threads(n)
+
     def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
         """Change the learning rate of every parameter group from the next step on."""
         for group in optimizer.param_groups:

@@ -200,10 +200,8 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     engine = get_engine(config.engine, device=config.device)
-    if config.threads and engine.name == "torch":
-        from ..engines.torch_engine import set_threads
-
-        set_threads(config.threads)
+    if config.threads:
+        engine.set_threads(config.threads)
     model = engine.build(spec, seed=config.seed)
     opt = engine.optimizer(model, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     start, best = 0, {"mean": -1.0}

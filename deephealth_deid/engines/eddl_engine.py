@@ -639,7 +639,8 @@ class EddlEngine:
             optimizer.lr = float(lr)
             model_trainer = getattr(optimizer, "_built", None)
             if model_trainer is not None:
-                _eddl().setlr(model_trainer.net, [optimizer.lr, 0.9, 0.999, 1e-6, optimizer.weight_decay])
+                with _quiet():
+                    _eddl().setlr(model_trainer.net, [optimizer.lr])
 
     # -- predict -------------------------------------------------------------------------------
 

@@ -268,3 +268,19 @@ def test_deid_train_on_eddl(eddl_engine, tmp_path, task):
 
     _, _, _, saved_by = read_model_file(run / "model.safetensors")
     assert saved_by["engine"] == "eddl"
+
+
+@pytest.mark.eddl
+@needs_eddl
+def test_self_check_refuses_networks_a_defective_build_computes_wrongly(eddl_engine, monkeypatch):
+    """Without its workarounds the engine's U-Net hits the defects, and the self-check refuses it."""
+    from deephealth_deid.engines import eddl_engine as module
+    from deephealth_deid.errors import EngineUnavailableError
+
+    if eddl_engine.check.batchnorm_5d and eddl_engine.check.conv3d_bias:
+        pytest.skip("this EDDL build has neither CPU defect: nothing to refuse")
+    monkeypatch.setattr(module, "_WORKAROUND", False)
+    monkeypatch.setattr(module, "_CHECKS", {})
+    with pytest.raises(EngineUnavailableError, match="computes the U-Net wrongly") as info:
+        module.EddlEngine(device="cpu")
+    assert "--engine torch" in str(info.value) and "BatchNorm ignores the depth axis" in str(info.value)

@@ -205,6 +205,12 @@ class _Built:
     output: Any  # the logits layer, or the softmax layer of a training network
     slots: dict[str, tuple[str, int]] = field(default_factory=dict)  # tensor -> (layer, param index)
     training: bool = False
+    head_2d: bool = False  # the 3D head runs as a Conv2D (its weight is [K, C, 1, 1])
+
+
+#: Build networks that do not depend on EDDL's CPU defects (see the module docstring). Only a
+#: test turns this off, to show that the self-check then refuses a defective build.
+_WORKAROUND = True
 
 
 def _build_graph(spec: UNetSpec, spatial: Sequence[int], *, softmax: bool) -> _Built:
@@ -230,13 +236,14 @@ def _build_graph(spec: UNetSpec, spatial: Sequence[int], *, softmax: bool) -> _B
         return layer
 
     def batchnorm(x: Any, channels: int, shape: Sequence[int], prefix: str) -> Any:
-        if nd == 3:  # on [C, D*H, W]: the same statistics, without the 5D defect
+        flat = nd == 3 and _WORKAROUND
+        if flat:  # on [C, D*H, W]: the same statistics, without the 5D defect
             x = eddl.Reshape(x, [channels, shape[0] * shape[1], shape[2]], name(prefix + ".to4d"))
         n = name(prefix)
         x = eddl.BatchNormalization(x, True, _BN_MOMENTUM, _BN_EPS, n)
         for i, p in enumerate(("weight", "bias", "running_mean", "running_var")):
             slots[f"{prefix}.{p}"] = (n, i)
-        if nd == 3:
+        if flat:
             x = eddl.Reshape(x, [channels, *shape], name(prefix + ".to5d"))
         return x
 
@@ -269,26 +276,21 @@ def _build_graph(spec: UNetSpec, spatial: Sequence[int], *, softmax: bool) -> _B
         x = eddl.Concat([skips[level], x], 0, name(f"concat.{level}"))
         for i in range(spec.convs_per_level):
             x = unit(f"dec.{level}.{i}", x, spec.widths[level], shape)
-    if nd == 3:  # the biased 1x1x1 head as a 1x1 Conv2D on [C, D*H, W] (Conv3D drops biases)
+    head_2d = nd == 3 and _WORKAROUND
+    if head_2d:  # the biased 1x1x1 head as a 1x1 Conv2D on [C, D*H, W] (Conv3D drops biases)
         x = eddl.Reshape(x, [spec.widths[0], shape[0] * shape[1], shape[2]], name("head.to4d"))
         n = name("head")
         x = eddl.Conv2D(x, spec.classes, [1, 1], [1, 1], "same", True, 1, [1, 1], n)
         x = eddl.Reshape(x, [spec.classes, *shape], name("head.to5d"))
     else:
         n = name("head")
-        x = eddl.Conv2D(x, spec.classes, [1, 1], [1, 1], "same", True, 1, [1, 1], n)
+        conv_head = eddl.Conv3D if nd == 3 else eddl.Conv2D
+        x = conv_head(x, spec.classes, [1] * nd, [1] * nd, "same", True, 1, [1] * nd, n)
     slots["head.weight"], slots["head.bias"] = (n, 0), (n, 1)
     if softmax:
         x = eddl.Softmax(x, 1, name("softmax"))
     net = eddl.Model([inp], [x])
-    return _Built(net=net, output=x, slots=slots, training=softmax)
-
-
-def _param_shape(name: str, shape: tuple[int, ...], spec: UNetSpec) -> tuple[int, ...]:
-    """The EDDL shape of a model-file tensor (the 3D head is a Conv2D: ``[K, C, 1, 1]``)."""
-    if name == "head.weight" and spec.ndim == 3:
-        return (*shape[:2], 1, 1)
-    return shape
+    return _Built(net=net, output=x, slots=slots, training=softmax, head_2d=head_2d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +362,8 @@ class EddlModel:
         params = eddl.get_parameters(built.net, True)
         for tensor_name, (layer, p) in built.slots.items():
             value = np.asarray(self._weights[tensor_name], np.float32)
-            value = value.reshape(_param_shape(tensor_name, value.shape, self.spec))
+            if tensor_name == "head.weight" and built.head_2d:
+                value = value.reshape(*value.shape[:2], 1, 1)
             params[layer_index[layer]][p] = Tensor.fromarray(np.ascontiguousarray(value))
         eddl.set_parameters(built.net, params)
 

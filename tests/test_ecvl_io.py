@@ -96,3 +96,52 @@ def test_missing_ecvl_names_what_to_install(tmp_path, chris_t1):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "MESSAGE" in out.stdout and "pyecvl" in out.stdout and "reader='builtin'" in out.stdout
     assert issubclass(EngineUnavailableError, dd.DeidError)
+
+
+@pytest.mark.ecvl
+@needs_ecvl
+@pytest.mark.parametrize(
+    ("name", "photometric"),
+    [("MR_small.dcm", "MONOCHROME2"), ("RG3_UNCR.dcm", "MONOCHROME1"), ("US1_UNCR.dcm", "RGB")],
+)
+def test_dicom_image_through_ecvl_is_identical(name, photometric):
+    pydicom_data = pytest.importorskip("pydicom.data")
+    path = pydicom_data.get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"{name} is not in pydicom's test data here (pip install pydicom-data)")
+    builtin = dd.load_image(path)
+    via_ecvl = dd.load_image(path, reader="ecvl")
+    assert via_ecvl.photometric == builtin.photometric == photometric
+    assert via_ecvl.frames.dtype == builtin.frames.dtype
+    assert np.array_equal(via_ecvl.frames, builtin.frames)
+
+
+@pytest.mark.ecvl
+@needs_ecvl
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB"])
+def test_raster_image_through_ecvl_is_identical(tmp_path, rng, mode):
+    from PIL import Image as PILImage
+
+    if mode == "RGB":
+        pixels = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    elif mode == "L":
+        pixels = rng.integers(0, 256, (30, 41), dtype=np.uint8)
+    else:
+        pixels = rng.integers(0, 65536, (30, 41), dtype=np.uint16)
+    path = tmp_path / "image.png"
+    PILImage.fromarray(pixels).save(path)
+    via_ecvl = dd.load_image(path, reader="ecvl")
+    assert np.array_equal(via_ecvl.frames[0], pixels) and via_ecvl.frames.dtype == pixels.dtype
+
+
+@pytest.mark.ecvl
+@needs_ecvl
+def test_images_ecvl_cannot_read_faithfully_are_refused():
+    pydicom_data = pytest.importorskip("pydicom.data")
+    path = pydicom_data.get_testdata_file("OBXXXX1A.dcm")  # PALETTE COLOR
+    if path is None:
+        pytest.skip("OBXXXX1A.dcm is not in pydicom's test data here")
+    with pytest.raises(UnsupportedInputError, match="reader='builtin'"):
+        dd.load_image(path, reader="ecvl")
+    with pytest.raises(ValueError, match="reader"):
+        dd.load_image(path, reader="itk")

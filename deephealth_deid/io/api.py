@@ -115,12 +115,19 @@ def save_volume(volume: Volume, path: PathLike, *, overwrite: bool = False) -> P
     return p
 
 
-def load_image(path: PathLike) -> Image:
+def load_image(path: PathLike, *, reader: str = "builtin") -> Image:
     """Read a 2D image: a DICOM file (single or multi-frame), PNG, JPEG or TIFF.
 
     DICOM pixel data is decoded (JPEG baseline/lossless, JPEG 2000, RLE), YBR is
     converted to RGB, MONOCHROME1 and PALETTE COLOR keep their meaning (see
     :class:`Image`). Overlays (60xx) stay in the source and are written back.
+
+    Args:
+        path: The image file.
+        reader: ``'builtin'`` (pydicom, Pillow, tifffile) or ``'ecvl'`` (pixel
+            data read by ECVL through pyecvl; the header and source still come
+            from the built-in reader; what ECVL cannot read faithfully is
+            refused, see :mod:`deephealth_deid.io.ecvl`).
 
     Raises:
         WrongKindError: For a NIfTI file, a DICOM series folder or an Enhanced
@@ -134,15 +141,23 @@ def load_image(path: PathLike) -> Image:
         (1, 'RGB')
     """
     p = check_input_file(path)
+    if reader not in ("builtin", "ecvl"):
+        raise ValueError(f"reader must be 'builtin' or 'ecvl', got {reader!r}")
     kind = sniff(p)
-    if kind == "dicom":
-        from .dicom_image import read_dicom_image
+    if kind == "dicom" or kind in _RASTER:
+        if kind == "dicom":
+            from .dicom_image import read_dicom_image
 
-        return read_dicom_image(p)
-    if kind in _RASTER:
-        from .raster import read_raster
+            image = read_dicom_image(p)
+        else:
+            from .raster import read_raster
 
-        return read_raster(p, kind)
+            image = read_raster(p, kind)
+        if reader == "ecvl":
+            from .ecvl import reread_image_with_ecvl
+
+            image = reread_image_with_ecvl(image, dicom=kind == "dicom")
+        return image
     if kind in ("nifti", "dir"):
         what = "a NIfTI volume" if kind == "nifti" else "a folder (a DICOM series is a volume)"
         raise WrongKindError(f"{p}: {what}, not a 2D image; use load_volume")

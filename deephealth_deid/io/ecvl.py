@@ -13,6 +13,10 @@ differently, and how it is handled:
   ECVL applies the rescale slope/intercept itself but rounds non-integer
   results, so a series with a fractional slope is refused. Enhanced
   (multi-frame) files are refused: ECVL returns only their first frame.
+- 2D images (``load_image(path, reader="ecvl")``): ECVL gives (columns, rows,
+  channels), colour from PNG/JPEG/TIFF in BGR order; both are undone here.
+  Multi-frame files, and DICOM colour other than RGB (palette, YBR), are
+  refused: ECVL does not read them as stored.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EngineUnavailableError, UnsupportedInputError
+from .image import Image
 from .volume import Volume
 
-__all__ = ["is_available", "reread_with_ecvl"]
+__all__ = ["is_available", "reread_image_with_ecvl", "reread_with_ecvl"]
 
 INSTALL_HINT = (
     "reading through ECVL needs the ECVL library and its Python bindings: install them from the "
@@ -121,3 +126,48 @@ def _series(ecvl, volume: Volume) -> np.ndarray:
         arr = np.array(img)
         slices.append(arr[:, :, 0].T)
     return np.stack(slices, axis=-1).astype(volume.array.dtype, copy=False)
+
+
+def reread_image_with_ecvl(image: Image, *, dicom: bool) -> Image:
+    """The same 2D image with its pixel values read again by ECVL.
+
+    Args:
+        image: The image as the built-in reader read it (its header, source
+            and path are kept).
+        dicom: Whether the file is DICOM (read with ``DicomRead``; otherwise
+            ``ImRead``, which reads PNG, JPEG and TIFF through OpenCV).
+
+    Raises:
+        EngineUnavailableError: pyecvl cannot be imported.
+        UnsupportedInputError: ECVL cannot read this image faithfully.
+    """
+    ecvl = _ecvl()
+    path = image.path
+
+    def refuse(why: str) -> UnsupportedInputError:
+        return UnsupportedInputError(f"{path}: {why}; use reader='builtin'")
+
+    if image.n_frames != 1:
+        raise refuse(f"ECVL reads one frame of this {image.n_frames}-frame image")
+    if dicom and image.photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB"):
+        raise refuse(f"ECVL does not read {image.photometric} DICOM pixel data as stored")
+    try:
+        img = ecvl.DicomRead(str(path)) if dicom else ecvl.ImRead(str(path), ecvl.ImReadMode.UNCHANGED)
+    except RuntimeError as e:
+        raise refuse(f"ECVL cannot read this file ({e})") from e
+    array = np.array(img)  # (columns, rows, channels)
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
+        raise refuse(f"ECVL returned an array of shape {array.shape}")
+    if array.shape[2] == 1:
+        frame = array[:, :, 0].T
+    else:
+        if str(img.colortype_).endswith("BGR"):
+            array = array[:, :, ::-1]
+        frame = array.transpose(1, 0, 2)
+    want = image.frames[0]
+    if frame.shape != want.shape:
+        raise refuse(f"ECVL read shape {frame.shape}, the built-in reader {want.shape}")
+    out = frame.astype(want.dtype)
+    if not np.array_equal(out.astype(frame.dtype), frame):
+        raise refuse(f"ECVL's {frame.dtype} values do not fit the image's {want.dtype}")
+    return image.with_frames(out[None])

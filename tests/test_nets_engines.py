@@ -513,3 +513,17 @@ def test_seeded_builds_are_identical_and_leave_the_global_rng_alone(torch_engine
         torch.set_num_threads(threads)
     with pytest.raises(ValueError):
         set_threads(0)
+
+
+def test_deid_engines_lists_both_engines_as_json(capsys):
+    from deephealth_deid.cli import main as cli_main
+
+    assert cli_main(["engines", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert set(facts) == {"torch", "eddl"}
+    assert facts["torch"]["usable"] is True and facts["torch"]["device"] == "cpu"
+    eddl = facts["eddl"]
+    if eddl["usable"]:
+        assert eddl["networks_correct"] is True and isinstance(eddl["defects"], list)
+    else:
+        assert "pip install pyeddl" in eddl["why"]

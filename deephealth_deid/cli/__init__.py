@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("deephealth_deid.cli.train", "train a network from a YAML configuration (resumable)"),
     "dataset": ("deephealth_deid.cli.dataset", "build, check or describe DeepHealth YAML datasets"),
+    "engines": ("deephealth_deid.cli.engines", "list the compute engines, devices and EDDL self-check"),
 }
 
 

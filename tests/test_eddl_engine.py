@@ -284,3 +284,18 @@ def test_self_check_refuses_networks_a_defective_build_computes_wrongly(eddl_eng
     with pytest.raises(EngineUnavailableError, match="computes the U-Net wrongly") as info:
         module.EddlEngine(device="cpu")
     assert "--engine torch" in str(info.value) and "BatchNorm ignores the depth axis" in str(info.value)
+
+
+@pytest.mark.eddl
+@needs_eddl
+def test_asking_eddl_for_a_gpu_it_lacks_is_an_error_not_a_fallback():
+    from pyeddl.tensor import Tensor
+
+    from deephealth_deid.engines import get_engine
+    from deephealth_deid.errors import EngineUnavailableError
+
+    if Tensor.is_hardware_supported("cuda"):
+        pytest.skip("this EDDL build supports CUDA")
+    with pytest.raises(EngineUnavailableError, match="--device cpu"):
+        get_engine("eddl", device="cuda")
+    assert get_engine("eddl", device="auto").device == "cpu"

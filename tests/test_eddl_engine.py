@@ -299,3 +299,19 @@ def test_asking_eddl_for_a_gpu_it_lacks_is_an_error_not_a_fallback():
     with pytest.raises(EngineUnavailableError, match="--device cpu"):
         get_engine("eddl", device="cuda")
     assert get_engine("eddl", device="auto").device == "cpu"
+
+
+@pytest.mark.eddl
+@needs_eddl
+def test_eddl_exports_the_onnx_graph_onnxruntime_runs(eddl_engine, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    spec, shape = SPECS["3d"]
+    weights = random_weights(spec, seed=12)
+    model = eddl_engine.build(spec)
+    model.load_state_dict(weights)
+    path = tmp_path / "m.onnx"
+    eddl_engine.export_onnx(model, spec, path)
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    want = eddl_engine.predict(model, x)
+    assert np.max(np.abs(got - want)) < 1e-4 * max(1.0, np.abs(want).max())

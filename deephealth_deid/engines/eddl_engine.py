@@ -431,6 +431,7 @@ class EddlOptimizer:
 
     lr: float
     weight_decay: float
+    warned: bool = False  # the warning about the loss was given
 
 
 # ---------------------------------------------------------------------------------------------
@@ -692,6 +693,13 @@ class EddlEngine:
         spec = model.spec
         eddl = _eddl()
         Tensor = _tensor_cls()
+        weighted = class_weights is not None and len(set(np.asarray(class_weights, float).tolist())) > 1
+        if (weighted or dice_weight) and not optimizer.warned:
+            logger.warning(
+                "the EDDL engine trains with EDDL's unweighted categorical cross-entropy: the class "
+                "weights and the Dice term of the configuration are not used (they are on --engine torch)"
+            )
+            optimizer.warned = True
         x = np.ascontiguousarray(x, dtype=np.float32)
         spec.check_input_shape(x.shape)
         y = np.asarray(y)

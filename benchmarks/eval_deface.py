@@ -81,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         surface = " ".join(f"{k}={v:.0%}" for k, v in rep.changed_near_surface.items())
         eyes = " ".join(f"{k}={v:.0%}" for k, v in rep.unchanged_near_eyeball.items())
         brain = sum(rep.changed_near_brain.values())
+        voxel_ml = float(np.prod(var.spacing)) / 1000.0
+        counts = np.bincount(out.mask.array.ravel(), minlength=5)[1:5]
+        removed = " ".join(f"{k}={c * voxel_ml:.0f}" for k, c in zip(("eyes", "nose", "mouth", "ears"), counts))
         print(
             f"{name:>17}: {'PASS' if rep.ok else 'FAIL'} ({dt:.1f} s) surface changed: {surface}; "
-            f"eyeballs kept: {eyes}; brain-probe voxels changed: {brain}; flags: {out.qc.flags}"
+            f"eyeballs kept: {eyes}; brain-probe voxels changed: {brain}; removed ml: {removed}; "
+            f"flags: {out.qc.flags}"
         )
         for f in rep.failures:
             print(f"{'':>19}- {f}")

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         brain = sum(rep.changed_near_brain.values())
         voxel_ml = float(np.prod(var.spacing)) / 1000.0
         counts = np.bincount(out.mask.array.ravel(), minlength=5)[1:5]
-        removed = " ".join(f"{k}={c * voxel_ml:.0f}" for k, c in zip(("eyes", "nose", "mouth", "ears"), counts))
+        features = ("eyes", "nose", "mouth", "ears")
+        removed = " ".join(f"{k}={c * voxel_ml:.0f}" for k, c in zip(features, counts, strict=True))
         print(
             f"{name:>17}: {'PASS' if rep.ok else 'FAIL'} ({dt:.1f} s) surface changed: {surface}; "
             f"eyeballs kept: {eyes}; brain-probe voxels changed: {brain}; removed ml: {removed}; "

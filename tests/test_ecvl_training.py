@@ -122,3 +122,45 @@ def test_training_runs_on_ecvl_read_data(tmp_path: Path, heads_dataset: Path) ->
     path = write_config(tmp_path, BASE, data={"datasets": [str(heads_dataset)], "reader": "ecvl"})
     assert cli_main(["train", str(path)]) == 0
     assert json.loads((tmp_path / "run" / "state.json").read_text())["iteration"] == 3
+
+
+def test_ecvl_augmentations_need_the_ecvl_reader(tmp_path: Path) -> None:
+    data = {"datasets": ["x.yaml"], "ecvl_augmentations": "AugMirror p=1"}
+    with pytest.raises(ConfigError, match=r"data\.ecvl_augmentations"):
+        load_config(write_config(tmp_path, BASE, data=data))
+
+
+MIRROR = "SequentialAugmentationContainer\n    AugMirror p=1\n    AugGammaContrast gamma=[0.5,1.5]\nend"
+
+
+@pytest.mark.ecvl
+@needs_ecvl
+def test_ecvl_augments_image_and_labels_together(heads_dataset: Path) -> None:
+    from deephealth_deid.data.dataset import load_dataset
+    from deephealth_deid.io import load_volume
+    from deephealth_deid.train.ecvl_augment import augment_pair
+
+    sample = load_dataset(heads_dataset).split_samples("training")[0]
+    image = load_volume(sample.location, reader="ecvl")
+    labels = load_volume(sample.label, reader="ecvl")
+    aug_image, aug_labels = augment_pair(image, labels, MIRROR, seed=4)
+    # The mirror moves both; the contrast changes the image only; geometry and label values stay.
+    assert np.array_equal(aug_labels.array, labels.array[::-1])
+    assert not np.array_equal(aug_image.array, image.array[::-1])
+    assert np.array_equal(aug_image.array > 0, image.array[::-1] > 0)
+    assert np.array_equal(aug_image.affine, image.affine)
+    again, _ = augment_pair(image, labels, MIRROR, seed=4)
+    assert np.array_equal(again.array, aug_image.array)  # seeded
+
+
+@pytest.mark.ecvl
+@needs_ecvl
+def test_training_runs_with_ecvl_augmentations(tmp_path: Path, heads_dataset: Path) -> None:
+    pytest.importorskip("torch")
+    from deephealth_deid.cli import main as cli_main
+
+    data = {"datasets": [str(heads_dataset)], "reader": "ecvl", "ecvl_augmentations": MIRROR}
+    assert cli_main(["train", str(write_config(tmp_path, BASE, data=data))]) == 0
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["iteration"] == 3
+    bad = {**data, "ecvl_augmentations": "AugNoSuchThing p=1"}
+    assert cli_main(["train", str(write_config(tmp_path, BASE, "bad.yaml", data=bad))]) == 1

@@ -73,6 +73,9 @@ class DataConfig:
             pydicom) or ``"ecvl"`` (the pixels through the DeepHealth toolkit's
             ECVL, the geometry from the built-in reader, which checks they
             agree; see :mod:`deephealth_deid.io.ecvl`). Both give the same arrays.
+        ecvl_augmentations: With ``reader: ecvl``, an augmentation in ECVL's
+            text format applied by ECVL to each dataset image and its label map
+            (see :mod:`deephealth_deid.train.ecvl_augment`); ``None`` for none.
         text_options: Keyword arguments of
             :class:`~deephealth_deid.data.synth_text.SynthTextGenerator` for
             ``task: text`` (``size_range``, ``n_text``, ...; not ``seed`` nor
@@ -92,6 +95,7 @@ class DataConfig:
     synthetic_options: dict[str, Any] = field(default_factory=dict)
     text_options: dict[str, Any] = field(default_factory=dict)
     reader: str = "builtin"
+    ecvl_augmentations: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,10 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         raise bad("data.synthetic_fraction", "between 0 and 1")
     if cfg.data.reader not in ("builtin", "ecvl"):
         raise bad("data.reader", "'builtin' or 'ecvl'")
+    if cfg.data.ecvl_augmentations is not None and (
+        cfg.data.reader != "ecvl" or not isinstance(cfg.data.ecvl_augmentations, str)
+    ):
+        raise bad("data.ecvl_augmentations", "an ECVL augmentation text, used with data.reader: ecvl")
     if len(cfg.optim.class_weights) != 5:
         raise bad("optim.class_weights", "five weights: background, eyes, nose, mouth, ears")
     return cfg
@@ -244,6 +252,7 @@ def _validate_text(cfg: TrainConfig, stride: int, bad: Any, given: dict[str, Any
         ("synthetic_options", "task: text takes data.text_options (SynthTextGenerator options)"),
         ("synthetic_fraction", "task: text trains on synthetic text images only"),
         ("reader", "task: text trains on synthetic text images only"),
+        ("ecvl_augmentations", "task: text trains on synthetic text images only"),
     ):
         if key in data:
             raise bad(f"data.{key}", why)

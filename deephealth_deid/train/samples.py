@@ -46,6 +46,10 @@ class DefaceSamples:
 
                 raise ConfigError(f"data.synthetic_options: {e}") from e
             self._val_generator = SynthHeadGenerator(seed=config.data.validation_seed)
+        if config.data.ecvl_augmentations:
+            from .ecvl_augment import check_augmentations
+
+            check_augmentations(config.data.ecvl_augmentations)
         self._pairs: list[tuple[Path, Path]] = []
         for path in config.data.datasets:
             from ..data.dataset import load_dataset
@@ -76,7 +80,14 @@ class DefaceSamples:
 
         img_path, lab_path = self._pairs[int(rng.integers(len(self._pairs)))]
         reader = self.config.data.reader
-        return load_volume(img_path, reader=reader), load_volume(lab_path, reader=reader)
+        image, labels = load_volume(img_path, reader=reader), load_volume(lab_path, reader=reader)
+        if self.config.data.ecvl_augmentations:
+            from .ecvl_augment import augment_pair
+
+            image, labels = augment_pair(
+                image, labels, self.config.data.ecvl_augmentations, seed=int(rng.integers(2**31))
+            )
+        return image, labels
 
     def training(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index``: input ``[channels, *patch]`` float32 and labels ``[*patch]`` int64.

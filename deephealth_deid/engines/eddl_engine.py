@@ -204,7 +204,6 @@ class _Built:
     net: Any
     output: Any  # the logits layer, or the softmax layer of a training network
     slots: dict[str, tuple[str, int]] = field(default_factory=dict)  # tensor -> (layer, param index)
-    training: bool = False
     head_2d: bool = False  # the 3D head runs as a Conv2D (its weight is [K, C, 1, 1])
 
 
@@ -290,7 +289,7 @@ def _build_graph(spec: UNetSpec, spatial: Sequence[int], *, softmax: bool) -> _B
     if softmax:
         x = eddl.Softmax(x, 1, name("softmax"))
     net = eddl.Model([inp], [x])
-    return _Built(net=net, output=x, slots=slots, training=softmax, head_2d=head_2d)
+    return _Built(net=net, output=x, slots=slots, head_2d=head_2d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,6 +431,7 @@ class EddlOptimizer:
     lr: float
     weight_decay: float
     warned: bool = False  # the warning about the loss was given
+    trainer: _Built | None = field(default=None, repr=False)  # the network it trains, once built
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,7 +641,7 @@ class EddlEngine:
         """Change the learning rate from the next step on."""
         if optimizer.lr != lr:
             optimizer.lr = float(lr)
-            model_trainer = getattr(optimizer, "_built", None)
+            model_trainer = optimizer.trainer
             if model_trainer is not None:
                 with _quiet():
                     _eddl().setlr(model_trainer.net, [optimizer.lr])
@@ -712,7 +712,7 @@ class EddlEngine:
         if y.min() < 0 or y.max() >= spec.classes:
             raise ValueError(f"labels must be in [0, {spec.classes}), got values in [{y.min()}, {y.max()}]")
         built = model.training_net(tuple(x.shape[2:]), optimizer.lr, optimizer.weight_decay)
-        optimizer._built = built  # type: ignore[attr-defined]
+        optimizer.trainer = built
         onehot = np.moveaxis(np.eye(spec.classes, dtype=np.float32)[y], -1, 1)
         with _quiet():
             eddl.set_mode(built.net, 1)

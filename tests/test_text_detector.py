@@ -11,6 +11,7 @@ configuration writes a model the detector loads and runs.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from deephealth_deid.errors import ConfigError, ModelCheckError
 from deephealth_deid.nets import TEXT_CLASSES, UNetSpec, text_unet_spec
 from deephealth_deid.text import NetTextDetector, Region, network_input, regions_from_probabilities
 from deephealth_deid.text.detector import load_text_detector
-from deephealth_deid.text.network import tile_starts
+from deephealth_deid.text.network import tile_windows
 from deephealth_deid.train import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,9 +91,10 @@ def _coverage(rows: int, cols: int, tile: int, overlap: int, stride: int) -> np.
 
     (pr, pc), pads = padded_shape((rows, cols), stride), padding_for((rows, cols), stride)
     count = np.zeros((pr, pc), int)
-    for y in tile_starts(pr, tile, tile - overlap):
-        for x in tile_starts(pc, tile, tile - overlap):
-            count[y : y + tile, x : x + tile] += 1
+    (tr, ys), (tc, xs) = tile_windows(pr, tile, overlap, stride), tile_windows(pc, tile, overlap, stride)
+    for y in ys:
+        for x in xs:
+            count[y : y + tr, x : x + tc] += 1
     return count[pads[0][0] : pr - pads[0][1], pads[1][0] : pc - pads[1][1]]
 
 
@@ -161,16 +163,30 @@ def test_network_input_is_the_display_frame_scaled_to_one():
         network_input(np.zeros((5, 7, 4), np.uint8))
 
 
-def test_tile_starts_cover_the_axis_with_the_last_tile_flush():
-    assert tile_starts(300, 512, 448) == [0]
-    assert tile_starts(512, 512, 448) == [0]
-    assert tile_starts(1104, 512, 448) == [0, 448, 592]
-    for size in (513, 1000, 2049):
-        starts = tile_starts(size, 256, 192)
-        covered = np.zeros(size, bool)
+def test_tile_windows_are_the_fewest_equal_windows_that_cover_the_axis():
+    assert tile_windows(304, 512, 64, 8) == (304, [0])
+    assert tile_windows(512, 512, 64, 8) == (512, [0])
+    # A 2048 frame in 1024 tiles: three windows of 736, not three of 1024 (1.16x the pixels, not 1.5x).
+    assert tile_windows(2048, 1024, 64, 8) == (736, [0, 656, 1312])
+    for size, tile, overlap, stride in [
+        (520, 256, 64, 8),
+        (1104, 512, 64, 8),
+        (2048, 512, 64, 16),
+        (9992, 1024, 72, 8),
+    ]:
+        length, starts = tile_windows(size, tile, overlap, stride)
+        covered = np.zeros(size, int)
         for s in starts:
-            covered[s : s + 256] = True
-        assert covered.all() and starts[-1] + 256 == size and np.all(np.diff(starts) <= 192)
+            covered[s : s + length] += 1
+        assert covered.min() >= 1 and length <= tile and starts[0] == 0 and starts[-1] + length == size
+        assert all(s % stride == 0 for s in starts) and length % stride == 0
+        assert min(a + length - b for a, b in itertools.pairwise(starts)) >= overlap
+        # One window fewer could not cover the axis with that overlap.
+        assert (len(starts) - 1) * (tile - overlap) + overlap < size
+    with pytest.raises(ValueError, match="multiple"):
+        tile_windows(1001, 512, 64, 8)
+    with pytest.raises(ValueError, match="overlap"):
+        tile_windows(1024, 64, 64, 8)
 
 
 def test_probabilities_become_one_box_per_blob_and_overlapping_boxes_merge():

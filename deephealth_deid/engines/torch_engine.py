@@ -391,6 +391,10 @@ class TorchEngine:
             with torch.inference_mode(), self._autocast(device, amp):
                 for start in range(0, x.shape[0], batch_size):
                     chunk = _tensor(x[start : start + batch_size], torch.float32).to(device)
+                    if spec.ndim == 2:
+                        # oneDNN's 2D convolutions of few channels are ~1.5x faster on NHWC data
+                        # (measured on the text detector; no gain for 3D); same numbers.
+                        chunk = chunk.contiguous(memory_format=torch.channels_last)
                     logits = model(chunk).float()
                     if probabilities:
                         logits = torch.softmax(logits, dim=1)

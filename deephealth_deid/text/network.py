@@ -10,8 +10,9 @@ blob.
   :mod:`deephealth_deid.train.text_samples`): the displayed ``(rows, columns,
   3)`` uint8 RGB frame scaled to 0-1, channels first.
 * Prediction: the frame is zero-padded to a multiple of the network's stride.
-  When it fits in one ``tile`` it is predicted whole; otherwise overlapping
-  tiles (``overlap`` pixels, tile origins on the stride's grid, so pooling
+  When it fits in one ``tile`` it is predicted whole; otherwise the fewest
+  equal overlapping tiles that fit (:func:`tile_windows`: at least ``overlap``
+  pixels shared, sizes and origins on the stride's grid, so pooling
   windows line up with those of a whole-frame prediction) are predicted one
   by one and stitched by taking the maximum text probability, so a string cut
   by one tile's edge is still found whole in its neighbour.
@@ -44,7 +45,7 @@ __all__ = [
     "check_text_spec",
     "network_input",
     "regions_from_probabilities",
-    "tile_starts",
+    "tile_windows",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,27 +103,51 @@ def check_text_spec(spec: UNetSpec, source: str = "model") -> None:
         )
 
 
-def tile_starts(size: int, tile: int, step: int) -> list[int]:
-    """First indices of windows of ``tile`` covering ``range(size)``, ``step`` apart, the last flush.
+def tile_windows(size: int, tile: int, overlap: int, stride: int = 1) -> tuple[int, list[int]]:
+    """The fewest equal windows of at most ``tile`` that cover ``range(size)`` overlapping by ``overlap``.
+
+    Windows are as short as that count allows (a 2,100-pixel axis with
+    1,024-pixel tiles gives three windows of about 740, not three of 1,024),
+    so no pixel is predicted more often than needed. Lengths and starts are
+    multiples of ``stride``, so that pooling windows line up with those of a
+    whole-frame prediction.
 
     Args:
-        size: Length of the axis.
-        tile: Window length.
-        step: Distance between window starts (``tile - overlap``).
+        size: Axis length (a multiple of ``stride``).
+        tile: Longest window (a multiple of ``stride``).
+        overlap: Least overlap of neighbouring windows.
+        stride: Grid of lengths and starts.
 
     Returns:
-        ``[0]`` when ``size <= tile``; else ``0, step, 2 step, ...`` and
-        ``size - tile``.
+        ``(length, starts)``: ``(size, [0])`` when ``size <= tile``; else the
+        window length and the sorted starts, the first 0 and the last
+        ``size - length``.
 
     Example:
-        >>> tile_starts(1104, 512, 448)
-        [0, 448, 592]
+        >>> tile_windows(1024, 1024, 64, 8)
+        (1024, [0])
+        >>> tile_windows(2048, 1024, 64, 8)
+        (736, [0, 656, 1312])
     """
-    if tile < 1 or step < 1:
-        raise ValueError(f"tile and step must be positive, got {tile} and {step}")
+    if stride < 1 or tile < stride or overlap < 0 or tile <= overlap + stride:
+        raise ValueError(
+            f"need stride >= 1, tile > overlap + stride; got tile {tile}, overlap {overlap}, stride {stride}"
+        )
+    if size % stride or tile % stride:
+        raise ValueError(f"size {size} and tile {tile} must be multiples of the stride {stride}")
     if size <= tile:
-        return [0]
-    return [*range(0, size - tile, step), size - tile]
+        return size, [0]
+    n = 2
+    while True:
+        # Starts are rounded down to the stride: ask for one stride more overlap than needed.
+        length = -(-(size + (n - 1) * (overlap + stride)) // n)
+        length = min(-(-length // stride) * stride, size)
+        if length <= tile:
+            break
+        n += 1
+    span = size - length
+    starts = [(k * span // (n - 1)) // stride * stride for k in range(n - 1)] + [span]
+    return length, starts
 
 
 def regions_from_probabilities(
@@ -299,11 +324,13 @@ class NetTextDetector:
         if rows <= self.tile and cols <= self.tile:
             prob = self._predict(x)
         else:
-            step = self.tile - self.overlap
+            stride = self.spec.stride
+            tr, ys = tile_windows(rows, self.tile, self.overlap, stride)
+            tc, xs = tile_windows(cols, self.tile, self.overlap, stride)
             prob = np.zeros((rows, cols), np.float32)
-            for y in tile_starts(rows, self.tile, step):
-                for xs in tile_starts(cols, self.tile, step):
-                    win = (slice(y, y + self.tile), slice(xs, xs + self.tile))
+            for y in ys:
+                for x0 in xs:
+                    win = (slice(y, y + tr), slice(x0, x0 + tc))
                     np.maximum(prob[win], self._predict(x[(slice(None), *win)]), out=prob[win])
         return np.ascontiguousarray(crop_padding(prob, pads))
 

@@ -33,6 +33,8 @@ from deephealth_deid.nets import (
 
 TINY_3D = deface_unet_spec(widths=(4, 8, 16))  # stride 4
 TINY_2D = UNetSpec(ndim=2, in_channels=1, classes=2, widths=(4, 8, 16, 16), upsample="bilinear")  # stride 8
+# A stem of stride 2 (the text detector's layout): stride 2 * 4 = 8.
+TINY_STEM = UNetSpec(ndim=2, in_channels=1, classes=2, widths=(4, 8, 8), input_stride=2)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,9 @@ def test_deface_spec_has_the_five_feature_classes_in_label_order():
     assert spec.stride == 2 ** (len(spec.widths) - 1)
 
 
-@pytest.mark.parametrize("spec", [deface_unet_spec(spacing=[1.5, 1.5, 1.5]), TINY_2D], ids=["3d", "2d"])
+@pytest.mark.parametrize(
+    "spec", [deface_unet_spec(spacing=[1.5, 1.5, 1.5]), TINY_2D, TINY_STEM], ids=["3d", "2d", "2d-stem"]
+)
 def test_spec_round_trips_through_dict_and_json(spec):
     data = spec.to_dict()
     assert data["kind"] == "unet" and isinstance(data["widths"], list)
@@ -116,6 +120,8 @@ def test_spec_normalises_aliases_and_lists():
         ({"spacing": [1.0, 1.0]}, "spacing"),
         ({"spacing": [1.0, -1.0, 1.0]}, "spacing"),
         ({"convs_per_level": 0}, "convs_per_level"),
+        ({"input_stride": 3}, "input_stride"),
+        ({"input_stride": 0}, "input_stride"),
         ({"dropout": 0.5}, "dropout"),
         ({"kind": "resnet"}, "kind"),
         ({"format_version": 99}, "format_version"),
@@ -237,8 +243,17 @@ def test_cuda_without_cuda_is_a_clear_error_not_a_fallback(torch_engine):
 # --------------------------------------------------------------------------------------------
 
 
+def test_stem_multiplies_the_stride_and_is_left_out_of_files_without_one():
+    assert TINY_STEM.stride == 8 and UNetSpec(ndim=2, widths=(4, 8), input_stride=4).stride == 8
+    assert TINY_STEM.to_dict()["input_stride"] == 2
+    # Networks without a stem serialise as before, so earlier versions still read their files.
+    assert "input_stride" not in TINY_2D.to_dict()
+
+
 @pytest.mark.parametrize(
-    ("spec", "shape"), [(TINY_3D, (2, 1, 13, 10, 7)), (TINY_2D, (3, 1, 37, 21))], ids=["3d", "2d"]
+    ("spec", "shape"),
+    [(TINY_3D, (2, 1, 13, 10, 7)), (TINY_2D, (3, 1, 37, 21)), (TINY_STEM, (2, 1, 37, 21))],
+    ids=["3d", "2d", "2d-stem"],
 )
 def test_output_shape_matches_odd_inputs(torch_engine, spec, shape):
     model = torch_engine.build(spec, seed=0)
@@ -411,7 +426,7 @@ def onnx():
     return pytest.importorskip("onnx", reason="ONNX export tests need the onnx package (pip install onnx)")
 
 
-@pytest.mark.parametrize("spec", [TINY_3D, TINY_2D], ids=["3d-nearest", "2d-linear"])
+@pytest.mark.parametrize("spec", [TINY_3D, TINY_2D, TINY_STEM], ids=["3d-nearest", "2d-linear", "2d-stem"])
 def test_onnx_export_is_eddl_readable(torch_engine, onnx, tmp_path, spec):
     from deephealth_deid.engines.torch_engine import ONNX_OPS, onnx_problems
 
@@ -461,7 +476,9 @@ def test_onnx_problems_flags_what_eddl_cannot_import(onnx):
 
 
 @pytest.mark.parametrize(
-    ("spec", "opset"), [(TINY_3D, 11), (TINY_2D, 13)], ids=["3d-nearest-11", "2d-linear-13"]
+    ("spec", "opset"),
+    [(TINY_3D, 11), (TINY_2D, 13), (TINY_STEM, 11)],
+    ids=["3d-nearest-11", "2d-linear-13", "2d-stem-11"],
 )
 def test_onnxruntime_matches_torch(torch_engine, onnx, tmp_path, spec, opset):
     ort = pytest.importorskip(

@@ -9,7 +9,7 @@ inside this module's functions.
 EDDL v1.1b has known defects on its CPU computing service (see the README):
 Conv3D ignores its bias, and BatchNorm ignores the depth axis of 5D tensors.
 When the engine starts, :func:`self_check` measures each of them on tiny
-tensors and then checks a whole small 2D and 3D U-Net, as this engine builds
+tensors and then checks a whole small 2D and 3D U-Net (and a 2D one with a stem), as this engine builds
 it, against the numpy reference (:mod:`.reference`). The engine builds
 networks that do not depend on the defects, exactly, on every build:
 
@@ -223,12 +223,13 @@ def _build_graph(spec: UNetSpec, spatial: Sequence[int], *, softmax: bool) -> _B
         counter[0] += 1
         return f"{prefix}#{counter[0]}"
 
-    def conv(x: Any, cout: int, kernel: int, bias: bool, prefix: str) -> Any:
+    def conv(x: Any, cout: int, kernel: int, bias: bool, prefix: str, stride: int = 1) -> Any:
         n = name(prefix)
+        pad = "same" if stride == 1 else "none"
         if nd == 3:
-            layer = eddl.Conv3D(x, cout, [kernel] * 3, [1, 1, 1], "same", bias, 1, [1, 1, 1], n)
+            layer = eddl.Conv3D(x, cout, [kernel] * 3, [stride] * 3, pad, bias, 1, [1, 1, 1], n)
         else:
-            layer = eddl.Conv2D(x, cout, [kernel] * 2, [1, 1], "same", bias, 1, [1, 1], n)
+            layer = eddl.Conv2D(x, cout, [kernel] * 2, [stride] * 2, pad, bias, 1, [1, 1], n)
         slots[f"{prefix}.weight"] = (n, 0)
         if bias:
             slots[f"{prefix}.bias"] = (n, 1)
@@ -246,8 +247,8 @@ def _build_graph(spec: UNetSpec, spatial: Sequence[int], *, softmax: bool) -> _B
             x = eddl.Reshape(x, [channels, *shape], name(prefix + ".to5d"))
         return x
 
-    def unit(prefix: str, x: Any, cout: int, shape: Sequence[int]) -> Any:
-        x = conv(x, cout, k, spec.norm == "none", f"{prefix}.conv")
+    def unit(prefix: str, x: Any, cout: int, shape: Sequence[int], kernel: int = k, stride: int = 1) -> Any:
+        x = conv(x, cout, kernel, spec.norm == "none", f"{prefix}.conv", stride)
         if spec.norm == "batch":
             x = batchnorm(x, cout, shape, f"{prefix}.bn")
         return eddl.ReLu(x, name(prefix + ".relu"))
@@ -255,6 +256,10 @@ def _build_graph(spec: UNetSpec, spatial: Sequence[int], *, softmax: bool) -> _B
     shape = list(spatial)
     inp = eddl.Input([spec.in_channels, *shape], name("input"))
     x = inp
+    s = spec.input_stride
+    if s > 1:  # the stem: kernel = stride, no padding
+        shape = [n // s for n in shape]
+        x = unit("stem", x, spec.widths[0], shape, kernel=s, stride=s)
     skips, shapes = [], []
     for level in range(spec.levels):
         if level:
@@ -286,6 +291,13 @@ def _build_graph(spec: UNetSpec, spatial: Sequence[int], *, softmax: bool) -> _B
         conv_head = eddl.Conv3D if nd == 3 else eddl.Conv2D
         x = conv_head(x, spec.classes, [1] * nd, [1] * nd, "same", True, 1, [1] * nd, n)
     slots["head.weight"], slots["head.bias"] = (n, 0), (n, 1)
+    if s > 1:  # logits back to the input's size, nearest
+        if nd == 3:
+            x = eddl.UpSampling3D(
+                x, list(spatial), True, "constant", 0.0, "asymmetric", name("output.upsample")
+            )
+        else:
+            x = eddl.UpSampling2D(x, [s, s], "nearest", name("output.upsample"))
     if softmax:
         x = eddl.Softmax(x, 1, name("softmax"))
     net = eddl.Model([inp], [x])
@@ -538,6 +550,7 @@ def self_check(device: str = "cpu") -> SelfCheck:
     for spec, shape in (
         (Spec(ndim=3, in_channels=2, classes=3, widths=(2, 4)), (2, 2, 4, 4, 6)),
         (Spec(ndim=2, in_channels=3, classes=2, widths=(3, 6)), (2, 3, 8, 6)),
+        (Spec(ndim=2, in_channels=3, classes=2, widths=(3, 6), input_stride=2), (1, 3, 8, 12)),
     ):
         weights = random_weights(spec, seed=1)
         model = EddlModel(spec, weights, device)

@@ -66,7 +66,7 @@ def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: in
     def weight(name: str) -> str:
         return init(name, np.asarray(weights[name], dtype=np.float32))
 
-    def conv_unit(prefix: str, x: str, kernel: int) -> str:
+    def conv_unit(prefix: str, x: str, kernel: int, stride: int = 1) -> str:
         inputs = [x, weight(f"{prefix}.conv.weight")]
         if spec.norm == "none":
             inputs.append(weight(f"{prefix}.conv.bias"))
@@ -78,8 +78,8 @@ def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: in
                 [y],
                 name=y,
                 kernel_shape=[kernel] * nd,
-                pads=[kernel // 2] * (2 * nd),
-                strides=[1] * nd,
+                pads=[kernel // 2 if stride == 1 else 0] * (2 * nd),
+                strides=[stride] * nd,
                 dilations=[1] * nd,
                 group=1,
             )
@@ -115,6 +115,8 @@ def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: in
         resize_attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
 
     x = "input"
+    if spec.input_stride > 1:
+        x = conv_unit("stem", x, spec.input_stride, spec.input_stride)
     skips = []
     for level in range(spec.levels):
         if level:
@@ -144,7 +146,7 @@ def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: in
         helper.make_node(
             "Conv",
             [x, weight("head.weight"), weight("head.bias")],
-            ["logits"],
+            ["head" if spec.input_stride > 1 else "logits"],
             name="head",
             kernel_shape=[1] * nd,
             pads=[0] * (2 * nd),
@@ -153,6 +155,20 @@ def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: in
             group=1,
         )
     )
+    if spec.input_stride > 1:
+        factor = float(spec.input_stride)
+        out_scales = init("output.scales", np.array([1.0, 1.0] + [factor] * nd, dtype=np.float32))
+        nodes.append(
+            helper.make_node(
+                "Resize",
+                ["head", roi, out_scales],
+                ["logits"],
+                name="output.upsample",
+                mode="nearest",
+                coordinate_transformation_mode="asymmetric",
+                nearest_mode="floor",
+            )
+        )
     axes = ["D", "H", "W"][3 - nd :]
     graph = helper.make_graph(
         nodes,

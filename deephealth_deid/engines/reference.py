@@ -20,13 +20,17 @@ __all__ = ["unet_forward", "random_weights"]
 BN_EPS = 1e-5
 
 
-def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    """'Same' zero-padded convolution (cross-correlation) of ``x [N, C, *S]`` with ``w [K, C, *k]``."""
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1) -> np.ndarray:
+    """Convolution (cross-correlation) of ``x [N, C, *S]`` with ``w [K, C, *k]``.
+
+    ``stride`` 1: 'same' zero padding; above 1: no padding (the stem).
+    """
     nd = x.ndim - 2
     k = w.shape[2:]
-    pads = [(0, 0), (0, 0)] + [(s // 2, s // 2) for s in k]
+    pads = [(0, 0), (0, 0)] + [(s // 2, s // 2) if stride == 1 else (0, 0) for s in k]
     xp = np.pad(x, pads)
     windows = np.lib.stride_tricks.sliding_window_view(xp, k, axis=tuple(range(2, 2 + nd)))
+    windows = windows[(slice(None), slice(None), *(slice(None, None, stride),) * nd)]
     # windows: [N, C, *S, *k] -> contract C and k with w [K, C, *k]
     letters = "defg"[:nd]
     kl = "hijk"[:nd]
@@ -45,10 +49,12 @@ def _bn(x: np.ndarray, weights: Mapping[str, np.ndarray], prefix: str) -> np.nda
     return (x - m) / np.sqrt(v + BN_EPS) * g + b
 
 
-def _unit(spec: UNetSpec, weights: Mapping[str, np.ndarray], prefix: str, x: np.ndarray) -> np.ndarray:
+def _unit(
+    spec: UNetSpec, weights: Mapping[str, np.ndarray], prefix: str, x: np.ndarray, stride: int = 1
+) -> np.ndarray:
     w = np.asarray(weights[f"{prefix}.conv.weight"], np.float64)
     bias = weights.get(f"{prefix}.conv.bias") if spec.norm == "none" else None
-    x = _conv(x, w, None if bias is None else np.asarray(bias, np.float64))
+    x = _conv(x, w, None if bias is None else np.asarray(bias, np.float64), stride)
     if spec.norm == "batch":
         x = _bn(x, weights, f"{prefix}.bn")
     return np.maximum(x, 0.0)
@@ -62,9 +68,9 @@ def _pool(x: np.ndarray) -> np.ndarray:
     return x.reshape(shape).max(axis=tuple(3 + 2 * i for i in range(nd)))
 
 
-def _upsample(x: np.ndarray) -> np.ndarray:
+def _upsample(x: np.ndarray, factor: int = 2) -> np.ndarray:
     for axis in range(2, x.ndim):
-        x = np.repeat(x, 2, axis=axis)
+        x = np.repeat(x, factor, axis=axis)
     return x
 
 
@@ -83,6 +89,8 @@ def unet_forward(spec: UNetSpec, weights: Mapping[str, np.ndarray], x: np.ndarra
         raise ValueError("the numpy reference implements nearest upsampling only")
     spec.check_input_shape(x.shape)
     x = np.asarray(x, np.float64)
+    if spec.input_stride > 1:
+        x = _unit(spec, weights, "stem", x, spec.input_stride)
     skips = []
     for level in range(spec.levels):
         if level:
@@ -96,7 +104,8 @@ def unet_forward(spec: UNetSpec, weights: Mapping[str, np.ndarray], x: np.ndarra
         for i in range(spec.convs_per_level):
             x = _unit(spec, weights, f"dec.{level}.{i}", x)
     w = np.asarray(weights["head.weight"], np.float64)
-    return _conv(x, w, np.asarray(weights["head.bias"], np.float64))
+    logits = _conv(x, w, np.asarray(weights["head.bias"], np.float64))
+    return _upsample(logits, spec.input_stride) if spec.input_stride > 1 else logits
 
 
 def weight_shapes(spec: UNetSpec) -> dict[str, tuple[int, ...]]:
@@ -104,8 +113,8 @@ def weight_shapes(spec: UNetSpec) -> dict[str, tuple[int, ...]]:
     k = (spec.kernel_size,) * spec.ndim
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def unit(prefix: str, cin: int, cout: int) -> None:
-        shapes[f"{prefix}.conv.weight"] = (cout, cin, *k)
+    def unit(prefix: str, cin: int, cout: int, kernel: tuple[int, ...] = k) -> None:
+        shapes[f"{prefix}.conv.weight"] = (cout, cin, *kernel)
         if spec.norm == "none":
             shapes[f"{prefix}.conv.bias"] = (cout,)
         else:
@@ -114,9 +123,13 @@ def weight_shapes(spec: UNetSpec) -> dict[str, tuple[int, ...]]:
             shapes[f"{prefix}.bn.num_batches_tracked"] = ()
 
     w = spec.widths
+    first = spec.in_channels
+    if spec.input_stride > 1:
+        unit("stem", spec.in_channels, w[0], (spec.input_stride,) * spec.ndim)
+        first = w[0]
     for level in range(spec.levels):
         for i in range(spec.convs_per_level):
-            cin = (spec.in_channels if level == 0 else w[level - 1]) if i == 0 else w[level]
+            cin = (first if level == 0 else w[level - 1]) if i == 0 else w[level]
             unit(f"enc.{level}.{i}", cin, w[level])
     for level in range(spec.levels - 1):
         unit(f"up.{level}", w[level + 1], w[level])

@@ -149,13 +149,17 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
 
 
 class _ConvUnit(nn.Module):
-    """Conv -> BatchNorm (optional) -> ReLU; the conv has a bias only without BatchNorm."""
+    """Conv -> BatchNorm (optional) -> ReLU; the conv has a bias only without BatchNorm.
 
-    def __init__(self, ndim: int, cin: int, cout: int, kernel: int, norm: str) -> None:
+    ``stride`` 1: "same" zero padding; above 1 (the stem): kernel and stride equal, no padding.
+    """
+
+    def __init__(self, ndim: int, cin: int, cout: int, kernel: int, norm: str, stride: int = 1) -> None:
         super().__init__()
         conv = nn.Conv3d if ndim == 3 else nn.Conv2d
         bn = nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d
-        self.conv = conv(cin, cout, kernel, padding=kernel // 2, bias=norm == "none")
+        pad = kernel // 2 if stride == 1 else 0
+        self.conv = conv(cin, cout, kernel, stride=stride, padding=pad, bias=norm == "none")
         self.bn = bn(cout, eps=_BN_EPS, momentum=_BN_MOMENTUM) if norm == "batch" else None
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
         if self.conv.bias is not None:
@@ -171,7 +175,7 @@ class _ConvUnit(nn.Module):
 class UNet(nn.Module):
     """The U-Net a :class:`~deephealth_deid.nets.UNetSpec` describes (see its docstring).
 
-    Parameter names (``enc.{level}.{i}.conv.weight``, ``up.{level}.bn.running_mean``,
+    Parameter names (``stem.conv.weight``, ``enc.{level}.{i}.conv.weight``, ``up.{level}.bn.running_mean``,
     ``dec.{level}.{i}...``, ``head.weight``) are the tensor names in model files
     and ONNX initializers.
 
@@ -189,7 +193,10 @@ class UNet(nn.Module):
                 *(_ConvUnit(nd, cin if i == 0 else cout, cout, k, norm) for i in range(spec.convs_per_level))
             )
 
-        self.enc = nn.ModuleList(block(spec.in_channels if i == 0 else w[i - 1], w[i]) for i in range(len(w)))
+        s = spec.input_stride
+        self.stem = _ConvUnit(nd, spec.in_channels, w[0], s, norm, stride=s) if s > 1 else None
+        first = w[0] if s > 1 else spec.in_channels
+        self.enc = nn.ModuleList(block(first if i == 0 else w[i - 1], w[i]) for i in range(len(w)))
         self.up = nn.ModuleList(_ConvUnit(nd, w[i + 1], w[i], k, norm) for i in range(len(w) - 1))
         self.dec = nn.ModuleList(block(2 * w[i], w[i]) for i in range(len(w) - 1))
         self.head = (nn.Conv3d if nd == 3 else nn.Conv2d)(w[0], spec.classes, 1, bias=True)
@@ -203,6 +210,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, classes, *spatial]`` of a batch ``[N, in_channels, *spatial]``."""
+        if self.stem is not None:
+            x = self.stem(x)
         skips = []
         for level, enc in enumerate(self.enc):
             if level:
@@ -212,7 +221,10 @@ class UNet(nn.Module):
         for level in reversed(range(len(self.dec))):
             x = self.up[level](self.upsample(x))
             x = self.dec[level](torch.cat([skips[level], x], dim=1))
-        return self.head(x)
+        x = self.head(x)
+        if self.stem is not None:
+            x = F.interpolate(x, scale_factor=float(self.spec.input_stride), mode="nearest")
+        return x
 
 
 # ---------------------------------------------------------------------------------------------

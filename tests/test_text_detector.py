@@ -105,11 +105,13 @@ def _coverage(rows: int, cols: int, tile: int, overlap: int, stride: int) -> np.
 def test_text_spec_is_a_2d_rgb_two_class_unet():
     spec = text_unet_spec()
     assert (spec.ndim, spec.in_channels, spec.classes) == (2, 3, 2)
-    assert spec.widths == (8, 16, 32, 64) and spec.stride == 8
+    assert spec.widths == (16, 32, 48, 64, 64) and spec.convs_per_level == 1
+    assert spec.input_stride == 2 and spec.stride == 32
     assert spec.class_names == ("background", "text") and spec.name == "text-unet"
     assert spec.upsample == "nearest"  # the only Resize EDDL's ONNX importer reads
     assert UNetSpec.from_json(spec.to_json()) == spec
-    assert text_unet_spec(widths=(4, 8)).stride == 2
+    assert text_unet_spec(widths=(4, 8)).stride == 4
+    assert text_unet_spec(widths=(4, 8), input_stride=1).stride == 2
 
 
 def test_text_network_uses_only_eddl_compatible_layers(torch_engine):
@@ -284,7 +286,7 @@ def test_detector_options_are_checked(torch_engine, pixelwise):
     with pytest.raises(ValueError, match="spec"):
         NetTextDetector(torch_engine, object())
     det = NetTextDetector(torch_engine, torch_engine.build(SMALL, seed=0), tile=1001, overlap=63)
-    assert (det.tile, det.overlap) == (1004, 64)  # rounded up to the stride
+    assert (det.tile, det.overlap) == (1008, 64)  # rounded up to the stride (8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,7 +362,14 @@ def write_config(folder: Path, **changes: object) -> Path:
 def test_shipped_text_training_config_loads():
     cfg = load_config(ROOT / "training" / "text.yaml")
     assert cfg.task == "text" and cfg.input_channels == 3 and cfg.data.patch == (256, 256)
-    assert 4 <= cfg.optim.batch_size <= 8 and cfg.time_budget_min == 25
+    assert 4 <= cfg.optim.batch_size <= 8 and cfg.time_budget_min == 55
+    # It trains the default text network.
+    spec = text_unet_spec()
+    assert (tuple(cfg.widths), cfg.convs_per_level, cfg.input_stride) == (
+        spec.widths,
+        spec.convs_per_level,
+        spec.input_stride,
+    )
     assert Path(cfg.out_dir).parts[-2:] == ("runs", "text")
 
 
@@ -465,7 +474,7 @@ def test_deid_train_text_writes_a_model_the_detector_loads_and_runs(tmp_path):
     (validation,) = [r for r in lines if "validation_dice" in r]
     assert set(validation["validation_dice"]) == {"text"} and validation["iteration"] == 3
     _, spec, metadata, _ = read_model_file(run / "model.safetensors")
-    assert spec == text_unet_spec(widths=(4, 8))
+    assert spec == text_unet_spec(widths=(4, 8))  # the text network's stem and convolutions by default
     assert metadata["task"] == "text" and metadata["labels"] == {"1": "text"}
     assert metadata["input"]["function"] == "deephealth_deid.text.network.network_input"
 

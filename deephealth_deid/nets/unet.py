@@ -21,7 +21,7 @@ Example:
     >>> padded_shape((181, 217, 181), spec.stride)
     (184, 224, 184)
     >>> text_unet_spec().stride, text_unet_spec().in_channels
-    (8, 3)
+    (32, 3)
 """
 
 from __future__ import annotations
@@ -325,20 +325,25 @@ def text_unet_spec(**overrides: Any) -> UNetSpec:
     The input is the frame as a detector sees it (``(rows, columns, 3)`` uint8
     RGB, grey images repeated over the channels) scaled to 0-1 and put
     channels first (see :func:`deephealth_deid.text.network.network_input`).
-    Nearest upsampling, so the EDDL engine can import the ONNX export too.
+    Nearest upsampling, so the EDDL engine can import the ONNX export too. A
+    stem of stride 2 and one convolution per level: on the CPU about 2.5 times
+    faster than full-resolution levels of two convolutions (widths 8-64), with
+    text probabilities on a 2-pixel grid (boxes are padded anyway).
 
     Args:
         **overrides: Fields to change (``widths``, ``norm``, ...).
 
     Returns:
-        ``UNetSpec(ndim=2, in_channels=3, classes=2, widths=(8, 16, 32, 64),
-        class_names=TEXT_CLASSES, name="text-unet")``.
+        ``UNetSpec(ndim=2, in_channels=3, classes=2, widths=(16, 32, 48, 64, 64),
+        convs_per_level=1, input_stride=2, class_names=TEXT_CLASSES, name="text-unet")``.
     """
     params: dict[str, Any] = {
         "ndim": 2,
         "in_channels": 3,
         "classes": len(TEXT_CLASSES),
-        "widths": (8, 16, 32, 64),
+        "widths": (16, 32, 48, 64, 64),
+        "convs_per_level": 1,
+        "input_stride": 2,
         "class_names": TEXT_CLASSES,
         "upsample": "nearest",
         "spacing": None,

@@ -178,13 +178,30 @@ def regions_from_probabilities(
     if n == 0:
         return []
     flat = labels.ravel()
-    areas = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
-    sums = np.bincount(flat, weights=p.ravel().astype(np.float64), minlength=n + 1)[1:]
-    boxes = np.array(
-        [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndi.find_objects(labels)], dtype=np.int64
-    )
+    areas = np.bincount(flat, minlength=n + 1)[1:]
     keep = areas >= max(int(min_area_px), 1)
-    boxes, sums, areas = _merge_overlapping(boxes[keep], sums[keep], areas[keep])
+    parts: list[tuple[int, int, int, int, float, float]] = []
+    for k, sl in enumerate(ndi.find_objects(labels)):
+        if not keep[k]:
+            continue
+        mask = labels[sl] == k + 1
+        prob_in = p[sl]
+        for y0, y1, x0, x1 in _split_lines(mask):
+            piece = mask[y0:y1, x0:x1]
+            parts.append(
+                (
+                    sl[1].start + x0,
+                    sl[0].start + y0,
+                    sl[1].start + x1,
+                    sl[0].start + y1,
+                    float(prob_in[y0:y1, x0:x1][piece].sum(dtype=np.float64)),
+                    float(piece.sum()),
+                )
+            )
+    if not parts:
+        return []
+    table = np.array(parts, dtype=np.float64)
+    boxes, sums, areas = _merge_overlapping(table[:, :4].astype(np.int64), table[:, 4], table[:, 5])
     order = np.lexsort((boxes[:, 0], boxes[:, 1])) if len(boxes) else []
     return [
         Region(
@@ -198,6 +215,56 @@ def regions_from_probabilities(
         )
         for k in order
     ]
+
+
+#: A valley between two lines of one blob: rows (columns) holding at most this share of the
+#: fuller line's pixels per row (column).
+_VALLEY = 0.25
+#: Smallest line a blob is split into (pixels across), so glyphs are never cut into pieces.
+_MIN_LINE_PX = 6
+
+
+def _split_lines(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Split one blob into the lines it bridges: tight ``(y0, y1, x0, x1)`` boxes covering all its pixels.
+
+    Strings a few pixels apart often touch in the probability map, and one box
+    around both would blank the background between them too. A blob wider than
+    tall is cut between rows (stacked horizontal lines), one taller than wide
+    between columns (side-by-side vertical lines), recursively, at the
+    emptiest row (column) of a valley: a run holding at most ``_VALLEY`` of
+    the pixels per row of the lines on both sides, each side at least
+    ``_MIN_LINE_PX`` across. A line is never cut along its length, so a
+    string is never cut into words, and every pixel of the blob is in exactly
+    one box.
+    """
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return []
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    m = mask[y0:y1, x0:x1]
+    rows, cols = m.shape
+    axis = 1 if cols >= rows else 0  # profile across the lines: per row, or per column
+    profile = m.sum(axis=axis)
+    n = profile.size
+    if n >= 2 * _MIN_LINE_PX:
+        # Fullest row (column) on each side of every cut position.
+        before = np.maximum.accumulate(profile)
+        after = np.maximum.accumulate(profile[::-1])[::-1]
+        cut = np.arange(_MIN_LINE_PX, n - _MIN_LINE_PX + 1)
+        ok = profile[cut] <= _VALLEY * np.minimum(before[cut - 1], after[cut])
+        if ok.any():
+            candidates = cut[ok]
+            at = int(candidates[np.argmin(profile[candidates])])
+            if axis == 1:
+                halves = [(m[:at], 0, 0), (m[at:], at, 0)]
+            else:
+                halves = [(m[:, :at], 0, 0), (m[:, at:], 0, at)]
+            out = []
+            for half, dy, dx in halves:
+                for a0, a1, b0, b1 in _split_lines(half):
+                    out.append((y0 + dy + a0, y0 + dy + a1, x0 + dx + b0, x0 + dx + b1))
+            return out
+    return [(y0, y1, x0, x1)]
 
 
 def _merge_overlapping(

@@ -26,6 +26,10 @@ TASKS: tuple[str, ...] = ("deface", "text")
 #: Values a task's configuration gets where its YAML is silent (the dataclass defaults are the defacer's).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "text": {
+        # the network of nets.text_unet_spec()
+        "widths": [16, 32, 48, 64, 64],
+        "convs_per_level": 1,
+        "input_stride": 2,
         "input_channels": 3,
         "out_dir": "runs/text",
         "data": {"patch": [256, 256], "feature_patch_fraction": 0.7, "validation_size": 4},
@@ -126,6 +130,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     widths: tuple[int, ...] = (8, 16, 32, 64)
+    convs_per_level: int = 2
+    input_stride: int = 1  # the U-Net's stem (see nets.UNetSpec): 1 (none), 2 or 4
     norm: str = "batch"
     input_channels: int = 2  # deface: 1 the image, 2 and the depth under the skin; text: 3 (RGB)
     grid: GridConfig = field(default_factory=GridConfig)
@@ -211,7 +217,11 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         raise bad("data.patches_per_head", "at least 1")
     if cfg.data.validation_size < 0:
         raise bad("data.validation_size", "0 or more")
-    stride = 2 ** (len(cfg.widths) - 1)
+    if cfg.input_stride not in (1, 2, 4):
+        raise bad("input_stride", "1 (no stem), 2 or 4")
+    if not isinstance(cfg.convs_per_level, int) or cfg.convs_per_level < 1:
+        raise bad("convs_per_level", "a positive integer")
+    stride = cfg.input_stride * 2 ** (len(cfg.widths) - 1)
     if cfg.task == "text":
         return _validate_text(cfg, stride, bad, given or {})
     if cfg.data.text_options:

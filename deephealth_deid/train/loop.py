@@ -54,6 +54,8 @@ def _deface_task(config: TrainConfig) -> tuple[Any, dict[str, Any], Callable[[Tr
 
     spec = deface_unet_spec(
         widths=tuple(config.widths),
+        convs_per_level=config.convs_per_level,
+        input_stride=config.input_stride,
         norm=config.norm,
         spacing=(config.grid.spacing_mm,) * 3,
         in_channels=config.input_channels,
@@ -73,7 +75,12 @@ def _text_task(config: TrainConfig) -> tuple[Any, dict[str, Any], Callable[[Trai
     from ..nets import text_unet_spec
     from .text_samples import ACROSS, ALONG, TextSamples
 
-    spec = text_unet_spec(widths=tuple(config.widths), norm=config.norm)
+    spec = text_unet_spec(
+        widths=tuple(config.widths),
+        convs_per_level=config.convs_per_level,
+        input_stride=config.input_stride,
+        norm=config.norm,
+    )
     metadata = {
         "task": "text",
         "labels": {"1": "text"},

@@ -3,7 +3,8 @@
 Held-out synthetic images (generator seed 3000000, fonts never used in training) at 512 x 512
 and 2048 x 2048. For each detector: seconds per image, recall of identifying strings at least
 8 px high (a string counts when every one of its ink pixels lies in a detected box, padded as
-``deid redact`` pads it), and the share of the blanked area that is not text.
+``deid redact`` pads it: ``text.blank.padded_box``, the same rule for every detector), and the
+share of the blanked area that is not text.
 
     python benchmarks/bench_text.py [--model runs/text/model.safetensors] [--n 10] [--threads 2]
 
@@ -22,18 +23,19 @@ from typing import Any
 import numpy as np
 
 from deephealth_deid.data.synth_text import SynthTextGenerator, ink_mask, to_image
-from deephealth_deid.text.blank import default_pad
+from deephealth_deid.text.blank import padded_box
 from deephealth_deid.text.pipeline import display_frame
+from deephealth_deid.text.regions import Region
 
-Boxes = list[tuple[int, int, int, int]]
+Regions = list[Region]
 
 
-def score(sample: Any, boxes: Boxes, shape: tuple[int, int]) -> tuple[int, int, float]:
+def score(sample: Any, regions: Regions, shape: tuple[int, int]) -> tuple[int, int, float]:
     """(identifying strings >= 8 px found whole, how many there are, blanked area outside text)."""
     covered = np.zeros(shape, bool)
-    for x0, y0, x1, y1 in boxes:
-        pad = default_pad(y1 - y0)  # as deid redact pads a region
-        covered[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad] = True
+    for r in regions:
+        x0, y0, x1, y1 = padded_box(r, *shape)  # as deid redact pads a region
+        covered[y0:y1, x0:x1] = True
     found = total = 0
     for k, box in enumerate(sample.boxes, start=1):
         if box.category != "identifying" or box.height_px < 8:
@@ -50,39 +52,39 @@ def score(sample: Any, boxes: Boxes, shape: tuple[int, int]) -> tuple[int, int, 
     return found, total, outside
 
 
-def ours(model: str | None) -> Callable[[np.ndarray], Boxes]:
+def ours(model: str | None) -> Callable[[np.ndarray], Regions]:
     from deephealth_deid.text.detector import load_text_detector
 
     det = load_text_detector(model, engine="torch", device="cpu")
-    return lambda frame: [r.box for r in det.detect(frame)]
+    return det.detect
 
 
-def rapidocr() -> Callable[[np.ndarray], Boxes] | None:
+def rapidocr() -> Callable[[np.ndarray], Regions] | None:
     try:
         from rapidocr_onnxruntime import RapidOCR
     except ImportError:
         return None
     engine = RapidOCR()
 
-    def detect(frame: np.ndarray) -> Boxes:
+    def detect(frame: np.ndarray) -> Regions:
         result, _ = engine(frame, use_det=True, use_cls=False, use_rec=False)
         out = []
         for quad in result or []:
             q = np.asarray(quad, dtype=np.float64).reshape(-1, 2)
-            lo, hi = q.min(axis=0), q.max(axis=0)
-            out.append((int(lo[0]), int(lo[1]), int(hi[0]) + 1, int(hi[1]) + 1))
+            lo, hi = np.maximum(q.min(axis=0), 0), q.max(axis=0)
+            out.append(Region(0, int(lo[0]), int(lo[1]), int(hi[0]) + 1, int(hi[1]) + 1, source="ocr"))
         return out
 
     return detect
 
 
-def tesseract() -> Callable[[np.ndarray], Boxes] | None:
+def tesseract() -> Callable[[np.ndarray], Regions] | None:
     from deephealth_deid.text.ocr import TesseractOcr
 
     if not TesseractOcr.is_available():
         return None
     ocr = TesseractOcr()
-    return lambda frame: [box for box, _text, _conf in ocr.find(frame)]
+    return lambda frame: [Region(0, *box, source="ocr") for box, _text, _conf in ocr.find(frame)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             outside, seconds = [], 0.0
             for s, f in zip(samples, frames, strict=True):
                 t0 = time.perf_counter()
-                boxes = det(f)
+                regions = det(f)
                 seconds += time.perf_counter() - t0
-                a, b, c = score(s, boxes, f.shape[:2])
+                a, b, c = score(s, regions, f.shape[:2])
                 found, total = found + a, total + b
                 outside.append(c)
             per = seconds / len(frames)

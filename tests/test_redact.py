@@ -43,6 +43,7 @@ from deephealth_deid.text import (
     write_qc_png,
 )
 from deephealth_deid.text import ocr as ocr_module
+from deephealth_deid.text.blank import padded_box
 from deephealth_deid.text.rules import EXAMPLE_RULES
 
 # ----------------------------------------------------------------------------------------------------
@@ -183,6 +184,14 @@ def test_default_pad_grows_with_the_box():
     assert (
         blank_regions(img, [rule]).frames[0].astype(bool).sum() == img.frames[0].size - 100 * 40
     )  # as drawn
+    # A vertical string: the margin follows the line's thickness (its width), not its length.
+    tall = redact_text(img, detector=FakeDetector([(10, 5, 20, 95)]), ocr="none").mask[0]
+    assert tall.sum() == (10 + 2 * 2) * (90 + 2 * 2)
+    # A box the detector says holds 30-pixel lines gets the margin of 30-pixel text.
+    lines = Region(0, 50, 10, 80, 20, line_px=30)
+    assert padded_box(lines, 100, 200) == (44, 4, 86, 26)
+    with pytest.raises(ValueError, match="line_px"):
+        Region(0, 0, 0, 5, 5, line_px=-1)
 
 
 def test_repeated_frames_are_detected_once_and_every_frame_is_blanked():

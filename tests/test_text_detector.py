@@ -221,6 +221,32 @@ def test_probabilities_become_one_box_per_blob_and_overlapping_boxes_merge():
     assert regions_from_probabilities(np.zeros((8, 8), np.float32)) == []
 
 
+def test_lines_a_blob_bridges_become_boxes_of_their_own():
+    p = np.zeros((80, 120), np.float32)
+    p[10:20, 10:110] = 0.9  # two stacked lines ...
+    p[22:32, 10:90] = 0.9
+    p[20:22, 40:43] = 0.9  # ... touching through a 3-pixel bridge: one blob
+    p[40:76, 10:18] = 0.9  # two vertical lines side by side, bridged
+    p[40:76, 21:29] = 0.9
+    p[60:62, 18:21] = 0.9
+    p[45:57, 50:110] = 0.9  # a line with a tall first glyph: never cut into pieces
+    p[40:45, 50:58] = 0.9
+    regions = regions_from_probabilities(p, min_area_px=1)
+    boxes = sorted(r.box for r in regions)
+    # Every pixel is in one box; the bridge's rows go to either side of the cut.
+    covered = np.zeros(p.shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        covered[y0:y1, x0:x1] = True
+    assert covered[p > 0.5].all()
+    assert len(boxes) == 5
+    assert (10, 10, 110, 21) in boxes or (10, 10, 110, 20) in boxes  # the upper line, alone
+    assert (50, 40, 110, 57) in boxes  # the line and its tall glyph: one box
+    # The thickness of each box's lines is measured: the margin follows it.
+    thick = {r.box: r.line_px for r in regions}
+    assert thick[(50, 40, 110, 57)] in range(12, 18)
+    assert all(6 <= t <= 12 for b, t in thick.items() if b != (50, 40, 110, 57))
+
+
 def test_merging_goes_on_until_no_boxes_overlap():
     p = np.zeros((40, 60), np.float32)
     p[5:30, 5:7] = 0.9  # A: an L, box x 5..25, y 5..30

@@ -48,7 +48,7 @@ def padded_box(
     if region.source == "rules":
         pad = 0
     elif pad_px is None:
-        pad = default_pad(region.height)
+        pad = default_pad(region.line_height)
     else:
         pad = int(pad_px)
     return (

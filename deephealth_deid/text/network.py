@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -180,7 +181,7 @@ def regions_from_probabilities(
     flat = labels.ravel()
     areas = np.bincount(flat, minlength=n + 1)[1:]
     keep = areas >= max(int(min_area_px), 1)
-    parts: list[tuple[int, int, int, int, float, float]] = []
+    parts: list[tuple[int, int, int, int, float, float, float]] = []
     for k, sl in enumerate(ndi.find_objects(labels)):
         if not keep[k]:
             continue
@@ -188,6 +189,7 @@ def regions_from_probabilities(
         prob_in = p[sl]
         for y0, y1, x0, x1 in _split_lines(mask):
             piece = mask[y0:y1, x0:x1]
+            area = float(piece.sum())
             parts.append(
                 (
                     sl[1].start + x0,
@@ -195,13 +197,16 @@ def regions_from_probabilities(
                     sl[1].start + x1,
                     sl[0].start + y1,
                     float(prob_in[y0:y1, x0:x1][piece].sum(dtype=np.float64)),
-                    float(piece.sum()),
+                    area,
+                    area / max(y1 - y0, x1 - x0),  # thickness of the line(s): area over length
                 )
             )
     if not parts:
         return []
     table = np.array(parts, dtype=np.float64)
-    boxes, sums, areas = _merge_overlapping(table[:, :4].astype(np.int64), table[:, 4], table[:, 5])
+    boxes, sums, areas, lines = _merge_overlapping(
+        table[:, :4].astype(np.int64), table[:, 4], table[:, 5], table[:, 6]
+    )
     order = np.lexsort((boxes[:, 0], boxes[:, 1])) if len(boxes) else []
     return [
         Region(
@@ -212,6 +217,7 @@ def regions_from_probabilities(
             y1=int(boxes[k, 3]),
             score=float(np.clip(sums[k] / areas[k], 0.0, 1.0)),
             source="net",
+            line_px=max(1, math.ceil(lines[k])),
         )
         for k in order
     ]
@@ -268,12 +274,12 @@ def _split_lines(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 
 def _merge_overlapping(
-    boxes: np.ndarray, sums: np.ndarray, areas: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge boxes ``(x0, y0, x1, y1)`` that overlap until none do; sums and areas add up."""
+    boxes: np.ndarray, sums: np.ndarray, areas: np.ndarray, lines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge boxes ``(x0, y0, x1, y1)`` that overlap until none do (sums, areas add up; lines: the max)."""
     while len(boxes) > 1:
         order = np.argsort(boxes[:, 0], kind="stable")
-        b, s, a = boxes[order], sums[order], areas[order]
+        b, s, a, t = boxes[order], sums[order], areas[order], lines[order]
         parent = list(range(len(b)))
         merged = False
         for i in range(len(b)):
@@ -289,7 +295,7 @@ def _merge_overlapping(
                     parent[rj] = ri
                     merged = True
         if not merged:
-            return b, s, a
+            return b, s, a, t
         roots = np.array([_root(parent, i) for i in range(len(b))])
         groups, inverse = np.unique(roots, return_inverse=True)
         out = np.empty((len(groups), 4), np.int64)
@@ -299,7 +305,9 @@ def _merge_overlapping(
         boxes = out
         sums = np.bincount(inverse, weights=s, minlength=len(groups))
         areas = np.bincount(inverse, weights=a, minlength=len(groups))
-    return boxes, sums, areas
+        lines = np.zeros(len(groups))
+        np.maximum.at(lines, inverse, t)
+    return boxes, sums, areas, lines
 
 
 def _root(parent: list[int], i: int) -> int:

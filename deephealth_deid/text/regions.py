@@ -50,6 +50,10 @@ class Region:
             otherwise: a region nobody looked at is never kept.
         reason: Why the policy decided so, in words that never quote the text
             (``'allow-listed marker'``, ``'matches PatientName'``, ...).
+        line_px: How thick the box's lines of text are, across their reading
+            direction, in pixels (the network detector measures it); 0 when
+            unknown, and then the box's shorter side stands for it. The margin
+            blanked around the box grows with it.
     """
 
     frame: int
@@ -63,15 +67,16 @@ class Region:
     source: str = "net"
     decision: str = "blank"
     reason: str = ""
+    line_px: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("frame", "x0", "y0", "x1", "y1"):
+        for name in ("frame", "x0", "y0", "x1", "y1", "line_px"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
                 raise TypeError(f"Region.{name} must be an integer, got {value!r}")
             object.__setattr__(self, name, int(value))
-        if self.frame < 0:
-            raise ValueError(f"Region.frame must be >= 0, got {self.frame}")
+        if self.frame < 0 or self.line_px < 0:
+            raise ValueError(f"Region.frame and line_px must be >= 0, got {self.frame}, {self.line_px}")
         if self.x1 <= self.x0 or self.y1 <= self.y0:
             raise ValueError(f"empty region box x {self.x0}..{self.x1}, y {self.y0}..{self.y1}")
         if self.source not in SOURCES:
@@ -95,6 +100,11 @@ class Region:
     def height(self) -> int:
         """Rows covered."""
         return self.y1 - self.y0
+
+    @property
+    def line_height(self) -> int:
+        """:attr:`line_px`, or the box's shorter side where it is unknown (a box of one line)."""
+        return self.line_px or min(self.width, self.height)
 
     def with_(self, **changes: Any) -> Region:
         """A copy with some fields changed (the region is immutable)."""

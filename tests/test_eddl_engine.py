@@ -16,7 +16,7 @@ from deephealth_deid.nets import UNetSpec, deface_unet_spec, text_unet_spec
 
 SPECS = {
     "3d": (deface_unet_spec(widths=(4, 8, 16), in_channels=2), (2, 2, 8, 12, 16)),
-    "2d": (text_unet_spec(widths=(4, 8, 8)), (2, 3, 12, 20)),
+    "2d": (text_unet_spec(widths=(4, 8, 8), input_stride=1, convs_per_level=2), (2, 3, 12, 20)),
     # With a stem (kernel = stride = 2, no padding) and logits upsampled back at the end.
     "2d-stem": (text_unet_spec(widths=(4, 8, 8), input_stride=2), (2, 3, 16, 24)),
     "3d-stem": (deface_unet_spec(widths=(4, 8), input_stride=2), (1, 1, 8, 12, 4)),

@@ -544,3 +544,30 @@ def test_deid_engines_lists_both_engines_as_json(capsys):
         assert eddl["networks_correct"] is True and isinstance(eddl["defects"], list)
     else:
         assert "pip install pyeddl" in eddl["why"]
+
+
+def test_prediction_folds_batchnorm_without_touching_the_model(torch_engine):
+    """Inference runs on a copy with BatchNorm folded in: same logits, made again after training."""
+    import torch
+
+    model = torch_engine.build(TINY_2D, seed=4)
+    _randomise_batchnorm(model)
+    x = np.random.default_rng(5).normal(size=(2, 1, 32, 24)).astype(np.float32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    got = torch_engine.predict(model, x)
+    model.eval()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    model.train()
+    np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, np.abs(want).max()))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    # A training step changes the weights: the next prediction follows them.
+    optimizer = torch_engine.optimizer(model, lr=0.05)
+    labels = (x[:, 0] > 0).astype(np.int64)
+    torch_engine.train_step(model, optimizer, x, labels)
+    model.eval()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    model.train()
+    np.testing.assert_allclose(torch_engine.predict(model, x), want, atol=1e-4 * max(1.0, np.abs(want).max()))

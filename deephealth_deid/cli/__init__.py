@@ -8,6 +8,7 @@ the commands, so ``deid --help`` is instant.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from .._version import __version__
@@ -64,4 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deid: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(args[1:]))
+    try:
+        return int(module.main(args[1:]))
+    except BrokenPipeError:
+        # The reader went away (``deid info ... | head``): not an error of ours. Point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it

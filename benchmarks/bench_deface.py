@@ -3,7 +3,7 @@
 Run on demand (not in CI):
 
     python benchmarks/bench_deface.py [--head tests/data/heads/chris_t1.nii.gz] [--repeat 3] \\
-        [--deepdefacer /path/to/venv/bin/deepdefacer]
+        [--deepdefacer-python dd/bin/python | --deepdefacer /path/to/deepdefacer]
 
 Each tool runs as a separate process on the same file, interleaved, so the
 times include start-up and file I/O; peak memory is the process's maximum
@@ -13,10 +13,18 @@ Keras model) needs its own environment, e.g.::
     python3 -m venv dd && dd/bin/pip install tensorflow-cpu==2.15.1 'nibabel<5' 'numpy<2' termcolor
     dd/bin/pip install --no-deps deepdefacer==2.1.2
 
-DeepDefacer 2.1.2 also imports SimpleITK and calls ``Transform.AddTransform``,
-which SimpleITK 2.x removed; SimpleITK 1.x has no wheel for Python 3.11, so on
-Python 3.11 DeepDefacer fails before defacing (seen on 2026-11-27): run it with
-an older Python where SimpleITK<2 installs.
+    dd/bin/pip install SimpleITK
+
+As published, DeepDefacer 2.1.2 does not run on a CPU with current packages
+(SimpleITK 1.x's ``Transform.AddTransform``; a channels-first Conv3D model
+TensorFlow's CPU kernels refuse): ``--deepdefacer-python dd/bin/python`` runs
+it through ``benchmarks/deepdefacer_sitk2.py``, which works around both
+without changing what it computes. ``--deepdefacer`` runs a working
+``deepdefacer`` command as it is.
+
+Besides time and memory, each tool's output is checked against the head's
+landmarks (``deface.evaluate``): share of tissue changed near each face
+landmark, voxels changed near the brain probes, share of each eyeball kept.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(cmd: list[str]) -> tuple[float, float]:
+def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
     """Wall time (s) and peak RSS (MiB) of one command, in a fresh process."""
     code = (
         "import resource, subprocess, sys, time\n"
@@ -44,7 +52,9 @@ def run(cmd: list[str]) -> tuple[float, float]:
         "print(p.returncode, dt, rss)\n"
         "sys.stderr.write(p.stderr[-2000:] if p.returncode else '')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True, cwd=cwd
+    )
     rc, dt, rss = out.stdout.split()
     if int(rc) not in (0, 3):  # 3: deid's "QC flags for review"
         raise RuntimeError(f"{cmd[0]} failed ({rc}): {out.stderr}")
@@ -58,30 +68,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", type=Path, default=ROOT / "tests/data/heads/chris_t1.nii.gz")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--deepdefacer", help="path of DeepDefacer's 'deepdefacer' command")
+    parser.add_argument(
+        "--deepdefacer-python", help="Python of DeepDefacer's environment (runs deepdefacer_sitk2.py)"
+    )
+    parser.add_argument("--landmarks", type=Path, default=None, help="default: HEAD's _landmarks.json")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     deid = shutil.which("deid") or "deid"
+    head = args.head.resolve()
+    dd_cmd = None
+    if args.deepdefacer_python:
+        dd_cmd = [args.deepdefacer_python, str(ROOT / "benchmarks" / "deepdefacer_sitk2.py")]
+    elif args.deepdefacer:
+        dd_cmd = [args.deepdefacer]
     rows: dict[str, list[tuple[float, float]]] = {"deid deface": [], "deepdefacer": []}
+    quality = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         for k in range(args.repeat):
             out = t / f"ours{k}.nii.gz"
             rows["deid deface"].append(
-                run([deid, "deface", str(args.head), str(out), "--device", args.device, "-q"])
+                run([deid, "deface", str(head), str(out), "--device", args.device, "-q"])
             )
-            if args.deepdefacer:
+            if dd_cmd:
                 dd_out = t / f"dd{k}.nii.gz"
+                # DeepDefacer writes a scratch file into its working folder: give it the temporary one.
                 rows["deepdefacer"].append(
-                    run(
-                        [
-                            args.deepdefacer,
-                            "--input_file",
-                            str(args.head),
-                            "--defaced_output_path",
-                            str(dd_out),
-                        ]
-                    )
+                    run([*dd_cmd, "--input_file", str(head), "--defaced_output_path", str(dd_out)], cwd=t)
                 )
+        landmarks = args.landmarks or head.with_name(head.name.split(".")[0] + "_landmarks.json")
+        if landmarks.is_file():
+            quality["deid deface"] = landmark_summary(head, t / "ours0.nii.gz", landmarks)
+            if dd_cmd:
+                quality["deepdefacer"] = landmark_summary(head, t / "dd0.nii.gz", landmarks)
     print(f"head: {args.head.name}; {os.cpu_count()} CPU cores; median of {args.repeat}")
     print(f"{'tool':<14} {'time s':>8} {'peak MiB':>9}")
     med = {}
@@ -92,7 +111,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14} {med[name]:>8.2f} {max(v[1] for v in values):>9.0f}")
     if len(med) == 2:
         print(f"deid deface / deepdefacer time ratio: {med['deid deface'] / med['deepdefacer']:.2f}")
+    for name, summary in quality.items():
+        print(f"{name}: {summary}")
     return 0
+
+
+def landmark_summary(head: Path, output: Path, landmarks: Path) -> str:
+    """The landmark criteria of one defaced output, in a line."""
+    from deephealth_deid.deface.evaluate import check_landmarks, load_landmarks
+    from deephealth_deid.io import load_volume
+
+    lms, threshold = load_landmarks(landmarks)
+    rep = check_landmarks(load_volume(head), load_volume(output), lms, threshold=threshold)
+    face = ", ".join(f"{k} {v:.0%}" for k, v in rep.changed_near_surface.items())
+    eyes = ", ".join(f"{k} {v:.0%}" for k, v in rep.unchanged_near_eyeball.items())
+    brain = sum(rep.changed_near_brain.values())
+    return f"face tissue changed: {face}; brain-probe voxels changed: {brain}; eyeballs kept: {eyes}"
 
 
 if __name__ == "__main__":

@@ -247,6 +247,18 @@ def test_lines_a_blob_bridges_become_boxes_of_their_own():
     assert all(6 <= t <= 12 for b, t in thick.items() if b != (50, 40, 110, 57))
 
 
+def test_grow_threshold_boxes_faint_ends_of_a_string_but_no_faint_blob_alone():
+    p = np.zeros((40, 100), np.float32)
+    p[5:15, 10:40] = 0.9  # a string whose end the network is less sure of
+    p[5:15, 40:70] = 0.3
+    p[25:35, 10:60] = 0.3  # a faint blob on its own
+    assert [r.box for r in regions_from_probabilities(p)] == [(10, 5, 40, 15)]
+    assert [r.box for r in regions_from_probabilities(p, grow_threshold=0.25)] == [(10, 5, 70, 15)]
+    assert regions_from_probabilities(p, grow_threshold=0.5) == regions_from_probabilities(p)
+    with pytest.raises(ValueError, match="grow_threshold"):
+        regions_from_probabilities(p, grow_threshold=0.6)
+
+
 def test_merging_goes_on_until_no_boxes_overlap():
     p = np.zeros((40, 60), np.float32)
     p[5:30, 5:7] = 0.9  # A: an L, box x 5..25, y 5..30

@@ -152,12 +152,20 @@ def tile_windows(size: int, tile: int, overlap: int, stride: int = 1) -> tuple[i
 
 
 def regions_from_probabilities(
-    prob: np.ndarray, *, threshold: float = 0.5, min_area_px: int = 12, frame: int = 0
+    prob: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    grow_threshold: float | None = None,
+    min_area_px: int = 12,
+    frame: int = 0,
 ) -> list[Region]:
     """Text regions from a text-probability map.
 
     Pixels with a probability of at least ``threshold`` are grouped into
-    8-connected components; components of fewer than ``min_area_px`` pixels
+    8-connected components (with ``grow_threshold``, hysteresis: components
+    of the pixels of at least ``grow_threshold`` that hold a pixel of at least
+    ``threshold``, so a string whose ends or faint glyphs the network is less
+    sure of is boxed whole, while faint blobs alone stay out); components of fewer than ``min_area_px`` pixels
     are dropped; each remaining component gives its tight box, and components
     whose boxes overlap (share at least one pixel) are merged, repeatedly, so
     that no two boxes returned overlap. A region's score is the mean
@@ -166,6 +174,8 @@ def regions_from_probabilities(
     Args:
         prob: ``(rows, columns)`` probabilities in 0-1.
         threshold: Probability from which a pixel is text.
+        grow_threshold: Lower probability to which text blobs grow (``None``:
+            no growing); at most ``threshold``.
         min_area_px: Smallest component kept, in pixels.
         frame: Frame index given to the regions.
 
@@ -175,7 +185,15 @@ def regions_from_probabilities(
     p = np.asarray(prob, dtype=np.float32)
     if p.ndim != 2:
         raise ValueError(f"expected a (rows, columns) probability map, got shape {p.shape}")
-    labels, n = ndi.label(p >= threshold, structure=_EIGHT)
+    if grow_threshold is not None and not 0.0 < grow_threshold <= threshold:
+        raise ValueError(f"grow_threshold must be in (0, threshold], got {grow_threshold!r}")
+    low = threshold if grow_threshold is None else grow_threshold
+    labels, n = ndi.label(p >= low, structure=_EIGHT)
+    if n and low < threshold:
+        seeded = np.zeros(n + 1, bool)
+        seeded[labels[p >= threshold]] = True
+        seeded[0] = False
+        labels, n = ndi.label(seeded[labels], structure=_EIGHT)
     if n == 0:
         return []
     flat = labels.ravel()
@@ -328,6 +346,8 @@ class NetTextDetector:
         model: A text model of that engine (2D, 3 input channels, 2 classes).
         spec: The model's spec; read from ``model.spec`` when not given.
         threshold: Text probability from which a pixel is text.
+        grow_threshold: Lower probability text blobs grow to
+            (:func:`regions_from_probabilities`); ``None`` for none.
         tile: Largest side predicted in one pass (rounded up to the stride);
             larger frames are cut into overlapping tiles. Bounds the memory
             used, not the resolution: frames are never downscaled. The
@@ -358,6 +378,7 @@ class NetTextDetector:
         *,
         spec: UNetSpec | None = None,
         threshold: float = 0.5,
+        grow_threshold: float | None = None,
         tile: int = 2048,
         overlap: int = 64,
         min_area_px: int = 12,
@@ -368,6 +389,8 @@ class NetTextDetector:
         check_text_spec(spec)
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold!r}")
+        if grow_threshold is not None and not 0.0 < float(grow_threshold) <= float(threshold):
+            raise ValueError(f"grow_threshold must be in (0, threshold], got {grow_threshold!r}")
         if int(overlap) < 0 or int(tile) < 2 * int(overlap) + 1 or int(tile) < spec.stride:
             raise ValueError(
                 f"tile must be at least the stride ({spec.stride}) and larger than twice the overlap; "
@@ -380,6 +403,7 @@ class NetTextDetector:
         self.model = model
         self.spec = spec
         self.threshold = float(threshold)
+        self.grow_threshold = None if grow_threshold is None else float(grow_threshold)
         self.tile = -(-int(tile) // stride) * stride
         self.overlap = -(-int(overlap) // stride) * stride
         self.min_area_px = int(min_area_px)
@@ -419,5 +443,8 @@ class NetTextDetector:
     def detect(self, frame: np.ndarray) -> list[Region]:
         """The text regions on ``frame`` (see :class:`~.regions.Detector`), ``source='net'``."""
         return regions_from_probabilities(
-            self.probabilities(frame), threshold=self.threshold, min_area_px=self.min_area_px
+            self.probabilities(frame),
+            threshold=self.threshold,
+            grow_threshold=self.grow_threshold,
+            min_area_px=self.min_area_px,
         )

@@ -22,9 +22,9 @@ pytest.importorskip("torch", reason="the shipped model runs on the PyTorch engin
 #: card). Every other face landmark must be removed, so a model that loses one is caught, and
 #: a model that starts removing one of these fails the strict xfail until it is taken off here.
 SURFACE_GAPS: frozenset[tuple[str, str]] = frozenset(
-    {(v, "nose_dorsum_at_fov_edge") for v in VARIANTS} | {("rotated_15deg", "nasion")}
+    {(v, "nose_dorsum_at_fov_edge") for v in VARIANTS} | {("rotated_15deg", "nasion"), ("1x1x5mm", "nasion")}
 )
-_GAP = "the shipped experimental model (about 1.5 h of CPU training) does not remove this landmark yet"
+_GAP = "the shipped experimental model (about 3 h of CPU training) does not remove this landmark yet"
 FACE_LANDMARKS = (
     "left_eye_lid",
     "right_eye_lid",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..nets import text_unet_spec
 
 __all__ = ["TASKS", "TASK_DEFAULTS", "GridConfig", "DataConfig", "OptimConfig", "TrainConfig", "load_config"]
 
@@ -24,13 +25,14 @@ __all__ = ["TASKS", "TASK_DEFAULTS", "GridConfig", "DataConfig", "OptimConfig", 
 TASKS: tuple[str, ...] = ("deface", "text")
 
 #: Values a task's configuration gets where its YAML is silent (the dataclass defaults are the defacer's).
+_TEXT_NET = text_unet_spec()
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "text": {
         # the network of nets.text_unet_spec()
-        "widths": [16, 32, 48, 64, 64],
-        "convs_per_level": 1,
-        "input_stride": 2,
-        "input_channels": 3,
+        "widths": list(_TEXT_NET.widths),
+        "convs_per_level": _TEXT_NET.convs_per_level,
+        "input_stride": _TEXT_NET.input_stride,
+        "input_channels": _TEXT_NET.in_channels,
         "out_dir": "runs/text",
         "data": {"patch": [256, 256], "feature_patch_fraction": 0.7, "validation_size": 4},
         "optim": {"class_weights": [1.0, 1.0]},
@@ -145,6 +147,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def stride(self) -> int:
+        """The network's total downsampling factor, as ``UNetSpec.stride`` computes it."""
+        return self.input_stride * 2 ** (len(self.widths) - 1)
+
 
 def _build(cls: type, data: Any, where: str, source: str) -> Any:
     if data is None:
@@ -221,7 +228,7 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         raise bad("input_stride", "1 (no stem), 2 or 4")
     if not isinstance(cfg.convs_per_level, int) or cfg.convs_per_level < 1:
         raise bad("convs_per_level", "a positive integer")
-    stride = cfg.input_stride * 2 ** (len(cfg.widths) - 1)
+    stride = cfg.stride
     if cfg.task == "text":
         return _validate_text(cfg, stride, bad, given or {})
     if cfg.data.text_options:

@@ -91,7 +91,7 @@ class TextSamples:
 
         self.config = config
         self.patch = tuple(int(p) for p in (config.data.patch or (256, 256)))
-        self.stride = config.input_stride * 2 ** (len(config.widths) - 1)
+        self.stride = config.stride
         self.options = dict(config.data.text_options)
         try:
             self._generator = SynthTextGenerator(seed=config.seed, fonts="train", **self.options)

@@ -77,8 +77,8 @@ def test_guard_keeps_the_brain_even_when_the_network_marks_it(phantom):
     out = deface(image, predictor=oracle_for(labels, extra=brain))
     changed = out.volume.array != image.array
     assert not changed[brain].any()
-    assert out.qc.guard_clipped > 0
-    assert any("than the guard allows" in f for f in out.qc.flags)
+    assert out.qc.guard_clipped > 0 and out.qc.deep_predicted > 0
+    assert any("where the brain can begin" in f for f in out.qc.flags)
 
 
 def test_missing_feature_is_flagged(phantom):
@@ -167,3 +167,26 @@ def test_dicom_series_in_dicom_series_out(phantom, tmp_path):
     src0 = pydicom.dcmread(next((tmp_path / "in").iterdir()))
     out0 = pydicom.dcmread(written[0])
     assert out0.StudyInstanceUID == src0.StudyInstanceUID and out0.SeriesInstanceUID != src0.SeriesInstanceUID
+
+
+def test_face_fill_removes_the_nose_the_network_missed(phantom):
+    """Eyes and mouth found, nose not: the skin between them, the nose's included, still goes."""
+    image, labels = phantom
+    lab = labels.array
+    no_nose = Volume(np.where(lab == 2, 0, lab), labels.affine)
+    out = deface(image, predictor=oracle_for(no_nose))
+    changed = out.volume.array != image.array
+    assert changed[lab == 2].mean() > 0.8
+    for name in ("brain", "airway"):
+        assert not changed[lab == LABELS[name]].any(), name
+    assert not changed[out.mask.array == 0].any()
+    # Without the fill only the labelled features (grown by the margin) change: most of the nose stays.
+    bare = deface(image, predictor=oracle_for(no_nose), face_depth_mm=0)
+    assert (bare.volume.array != image.array)[lab == 2].mean() < 0.5
+    assert (bare.mask.array > 0).sum() < (out.mask.array > 0).sum()
+
+
+def test_face_depth_is_checked(phantom):
+    image, labels = phantom
+    with pytest.raises(ValueError, match="face_depth_mm"):
+        deface(image, predictor=oracle_for(labels), face_depth_mm=12.0)

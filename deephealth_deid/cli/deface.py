@@ -27,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--qc", type=Path, metavar="QC.png", help="also write a QC picture (PNG)")
     parser.add_argument("--mode", choices=("zero", "noise", "blur"), default="zero", help="default: zero")
     parser.add_argument("--margin-mm", type=float, default=3.0, help="grow the mask by this much (default 3)")
+    parser.add_argument(
+        "--face-depth",
+        type=float,
+        default=10.0,
+        metavar="MM",
+        help="also remove the skin between the eyes, nose and mouth to this depth "
+        "(default 10; 0: the labelled features only)",
+    )
     parser.add_argument("--model", type=Path, help="model file (default: the shipped defacing model)")
     parser.add_argument("--engine", choices=("auto", "torch", "eddl"), default="auto", help="default: auto")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -50,6 +58,7 @@ def _deface(args: argparse.Namespace) -> int:
         series_uid=args.series,
         mode=args.mode,
         margin_mm=args.margin_mm,
+        face_depth_mm=args.face_depth,
         model=args.model,
         engine=args.engine,
         device=args.device,

@@ -215,7 +215,7 @@ def _template_from_npz(name: str, data: bytes) -> HeadTemplate:
 # =====================================================================================================
 
 
-def _ball(r: float, n: int | None = None) -> np.ndarray:
+def ball_voxels(r: float, n: int | None = None) -> np.ndarray:
     """Boolean ball of radius ``r`` voxels in a cube of side ``2 n + 1`` (default ``n = ceil(r)``)."""
     n = int(np.ceil(r)) if n is None else n
     g = np.mgrid[-n : n + 1, -n : n + 1, -n : n + 1]
@@ -260,9 +260,9 @@ def _grid(shape: tuple[int, ...], origin: np.ndarray) -> tuple[np.ndarray, np.nd
 def _head_mask(s: np.ndarray, threshold: float) -> np.ndarray:
     """Head mask: threshold, drop thin outside structures, keep the largest part, fill holes."""
     m = s > threshold
-    m = ndi.binary_opening(m, _ball(3))
+    m = ndi.binary_opening(m, ball_voxels(3))
     m = _largest(m)
-    m = ndi.binary_closing(m, _ball(2), border_value=0)
+    m = ndi.binary_closing(m, ball_voxels(2), border_value=0)
     m |= _fill_axial(m)
     return ndi.binary_fill_holes(m)
 
@@ -277,8 +277,8 @@ def _fill_axial(m: np.ndarray) -> np.ndarray:
 def _fit_globe(s: np.ndarray, origin: np.ndarray, guess: np.ndarray, *, radius: float = 11.5) -> np.ndarray:
     """Refine a globe centre: the darkest ball of ``radius`` with a bright rim, near ``guess``."""
     n = int(np.ceil(radius + 4))
-    inner = _ball(radius - 2, n).astype(np.float32)
-    shell = (_ball(radius + 4, n) & ~_ball(radius + 1, n)).astype(np.float32)
+    inner = ball_voxels(radius - 2, n).astype(np.float32)
+    shell = (ball_voxels(radius + 4, n) & ~ball_voxels(radius + 1, n)).astype(np.float32)
     best, best_p = np.inf, guess
     g = np.round(guess - origin).astype(int)
     for dx in range(-5, 6):
@@ -357,7 +357,7 @@ def _pinna(
     root = (((u - 2.0) / 11.0) ** 2 + ((v - 1.0) / 8.0) ** 2 <= 1.0) & (w >= -3.0) & (w <= 7.0)
     concha = (((u - 4.0) / 9.0) ** 2 + ((s - 10.0) / 8.0) ** 2 <= 1.0) & (n <= 0) & (w >= 0) & (w <= 7)
     pinna = plate | rim | lobule | root | concha
-    cartilage = ndi.binary_erosion(pinna, _ball(1.0)) & ~lobule
+    cartilage = ndi.binary_erosion(pinna, ball_voxels(1.0)) & ~lobule
     return pinna, cartilage
 
 
@@ -406,7 +406,7 @@ def _derive(
     globes = [_fit_globe(s, origin, np.asarray(g, float)) for g in globe_guess]
     log.info("globes at %s", [np.round(g, 1).tolist() for g in globes])
     # Thick things that are no anatomy (averaged spectacles, pads) beside and in front of the eyes.
-    opened = ndi.binary_opening(head, _ball(6))
+    opened = ndi.binary_opening(head, ball_voxels(6))
     g_y = max(g[1] for g in globes)
     head &= ~(~opened & (np.abs(x) > 36.0) & (y > g_y + 10.0))
     head &= ~((np.abs(x) > 38.0) & (y > g_y + 15.0))
@@ -422,11 +422,11 @@ def _derive(
         for g in globes:
             m &= (x - g[0]) ** 2 + (y - g[1]) ** 2 + (z - g[2]) ** 2 > 20.0**2
         c = tuple(np.round(np.asarray(env["seed"]) - origin).astype(int))
-        e = ndi.binary_erosion(m, _ball(1))
+        e = ndi.binary_erosion(m, ball_voxels(1))
         lab, _ = ndi.label(e)
-        brain = ndi.binary_dilation(lab == lab[c], _ball(1)) & m
-        brain = ndi.binary_fill_holes(ndi.binary_closing(brain, _ball(3)))
-        brain = ndi.binary_opening(brain, _ball(6))
+        brain = ndi.binary_dilation(lab == lab[c], ball_voxels(1)) & m
+        brain = ndi.binary_fill_holes(ndi.binary_closing(brain, ball_voxels(3)))
+        brain = ndi.binary_opening(brain, ball_voxels(6))
         brain = _largest(brain)
     brain = ndi.binary_fill_holes(_largest(brain & head))
     bvals = s[brain]
@@ -440,24 +440,24 @@ def _derive(
     tissue[head & bright] = TISSUES["fat"]
 
     # ---- skull and CSF around the brain
-    icv = ndi.binary_fill_holes(ndi.binary_closing(brain, _ball(4)))
-    icv_d2 = ndi.binary_dilation(icv, _ball(2.5))
+    icv = ndi.binary_fill_holes(ndi.binary_closing(brain, ball_voxels(4)))
+    icv_d2 = ndi.binary_dilation(icv, ball_voxels(2.5))
     dist_icv = ndi.distance_transform_edt(~icv).astype(np.float32)
     shell = (dist_icv > 0) & (dist_icv <= 10.0) & head & (dist > 2.5)
     bone = shell & (dark | (rel < 0.55)) & ~icv_d2
-    bone = ndi.binary_closing(bone, _ball(2)) & shell & ~icv_d2
-    bone_fill = ndi.binary_closing(bone, _ball(3)) & shell
+    bone = ndi.binary_closing(bone, ball_voxels(2)) & shell & ~icv_d2
+    bone_fill = ndi.binary_closing(bone, ball_voxels(3)) & shell
     tissue[bone_fill & ~bone] = TISSUES["marrow"]
     tissue[bone] = TISSUES["bone"]
     csf = (icv_d2 & ~brain & head) | (icv & ~brain)
     tissue[csf] = TISSUES["csf"]
     # Inner table: a thin dark shell right outside the CSF where nothing else was found.
-    inner_table = ndi.binary_dilation(icv_d2, _ball(1.5)) & ~icv_d2 & head & (dist > 2.5)
+    inner_table = ndi.binary_dilation(icv_d2, ball_voxels(1.5)) & ~icv_d2 & head & (dist > 2.5)
     tissue[inner_table & (tissue != TISSUES["marrow"])] = TISSUES["bone"]
 
     # ---- brain classes
     tissue[brain] = TISSUES["gm"]
-    core = ndi.binary_erosion(brain, _ball(3))
+    core = ndi.binary_erosion(brain, ball_voxels(3))
     tissue[brain & (rel > 0.80)] = TISSUES["wm"]
     deep = (
         core
@@ -468,18 +468,18 @@ def _derive(
     )
     tissue[deep] = TISSUES["deep_gm"]
     vent = core & (rel < 0.45)
-    vent = ndi.binary_opening(vent, _ball(1))
+    vent = ndi.binary_opening(vent, ball_voxels(1))
     tissue[vent] = TISSUES["csf"]
 
     # ---- face: air and bone below and in front of the cranium
     outside_cranium = head & ~icv_d2 & ~shell
     fdark = outside_cranium & dark & (dist > 4.0)
-    thick_air = ndi.binary_opening(fdark & (rel < 0.28) & (dist > 6.0), _ball(2))
+    thick_air = ndi.binary_opening(fdark & (rel < 0.28) & (dist > 6.0), ball_voxels(2))
     airway_zone = (np.abs(x) < 42) & (y > -45) & (z < max(g[2] for g in globes) + 30)
     airway = thick_air & airway_zone
     tissue[fdark] = TISSUES["bone"]
     tissue[airway] = TISSUES["airway"]
-    mucosa = ndi.binary_dilation(airway, _ball(1.5)) & ~airway & (tissue == TISSUES["muscle"])
+    mucosa = ndi.binary_dilation(airway, ball_voxels(1.5)) & ~airway & (tissue == TISSUES["muscle"])
     tissue[mucosa] = TISSUES["mucosa"]
     # Orbital fat: bright tissue around the globes.
     near_globe = np.zeros(shape, bool)
@@ -562,7 +562,7 @@ def _derive(
     for g in ear_guess:
         side = 1 if g[0] > mid_x else -1
         j, k = round(g[1] - origin[1]), round(g[2] - origin[2])
-        idx = np.nonzero(ndi.binary_opening(head[:, :, k], _ball(8)[:, :, 8])[:, j])[0]
+        idx = np.nonzero(ndi.binary_opening(head[:, :, k], ball_voxels(8)[:, :, 8])[:, j])[0]
         half[side] = side * ((idx.max() if side > 0 else idx.min()) + origin[0] - mid_x)
     if abs(half[1] - half[-1]) > 4.0:  # something beside one ear: trust the narrower side
         half[1] = half[-1] = min(half.values())
@@ -675,7 +675,7 @@ def build_template_assets(
         off = np.round(b_img.affine[:3, 3] - origin).astype(int)
         brain[tuple(slice(o, o + n) for o, n in zip(off, braw.shape, strict=True))] = braw
         brain = ndi.binary_fill_holes(
-            ndi.binary_closing(_largest(ndi.binary_opening(brain, _ball(1))), _ball(2))
+            ndi.binary_closing(_largest(ndi.binary_opening(brain, ball_voxels(1))), ball_voxels(2))
         )
         # Pad 20 mm on the left and right: the modelled pinnae stick out beyond ch2's field of view.
         img = np.pad(img, ((20, 20), (0, 0), (0, 0)))

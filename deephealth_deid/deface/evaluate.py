@@ -23,7 +23,15 @@ from scipy import ndimage
 
 from ..io.volume import Volume
 
-__all__ = ["Landmark", "LandmarkReport", "load_landmarks", "check_landmarks", "make_variant", "VARIANTS"]
+__all__ = [
+    "Landmark",
+    "LandmarkReport",
+    "ball_voxels",
+    "load_landmarks",
+    "check_landmarks",
+    "make_variant",
+    "VARIANTS",
+]
 
 #: Variants of a head the defacer must handle.
 VARIANTS = ("native", "1x1x5mm", "7mm_axial", "permuted_flipped", "rotated_15deg")
@@ -76,7 +84,9 @@ def load_landmarks(path: str | os.PathLike[str]) -> tuple[list[Landmark], float]
     return marks, float(data["threshold"]["head_air_threshold"])
 
 
-def _ball(volume: Volume, centre: np.ndarray, radius: float) -> tuple[tuple[slice, ...], np.ndarray] | None:
+def ball_voxels(
+    volume: Volume, centre: np.ndarray, radius: float
+) -> tuple[tuple[slice, ...], np.ndarray] | None:
     """Index box and boolean mask of the voxels whose centres lie within ``radius`` mm of ``centre``."""
     inv = np.linalg.inv(volume.affine)
     c = inv[:3, :3] @ centre + inv[:3, 3]
@@ -103,7 +113,7 @@ def check_landmarks(
         radius = {"face_surface": 5.0, "brain_probe": 6.0, "internal": 4.0}[lm.category]
         if lm.category == "internal" and "eyeball" not in lm.name:
             continue
-        ball = _ball(before, lm.xyz, radius)
+        ball = ball_voxels(before, lm.xyz, radius)
         if ball is None:
             report.skipped.append(lm.name)
             continue

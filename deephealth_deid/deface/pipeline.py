@@ -19,8 +19,8 @@ import numpy as np
 
 from ..io.volume import Volume
 from .apply import apply_mask, background_values
-from .conform import Grid, conform, grid_depth, map_back_labels, sample_on_native
-from .postprocess import grow_and_guard, keep_plausible_components
+from .conform import Grid, conform, grid_depth, head_threshold, map_back_labels, sample_on_native
+from .postprocess import fill_face, grow_and_guard, keep_plausible_components
 
 __all__ = ["FEATURE_NAMES", "DefaceQC", "DefaceResult", "deface", "Predictor"]
 
@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 
 #: Label value -> feature name, as everywhere in the library.
 FEATURE_NAMES: dict[int, str] = {1: "eyes", 2: "nose", 3: "mouth", 4: "ears"}
+
+#: Predicted voxels this much deeper than the guard lie where the brain can begin: flagged.
+BRAIN_MARGIN_MM = 5.0
+#: How far in front of the features found the face fill looks for skin: a nose
+#: the network missed, or labelled only at its root, reaches about this far.
+FACE_REACH_MM = 30.0
+#: The face fill reaches this far beyond the outline of the features found (skin
+#: around the eyes, nose and mouth is face too).
+FACE_MARGIN_MM = 10.0
 
 #: A predictor maps a conformed image (D, H, W) and its grid to class probabilities (5, D, H, W).
 Predictor = Callable[[np.ndarray, Grid], np.ndarray]
@@ -41,8 +50,13 @@ class DefaceQC:
         voxels: Native voxels removed per feature (after margin and guard).
         predicted: Native voxels the network labelled per feature.
         expected: Features whose region lies inside the field of view.
-        guard_clipped: Predicted voxels deeper than the guard allows (removed
-            from the mask; non-zero means the prediction reached too deep).
+        guard_clipped: Predicted voxels deeper than the guard allows (left out
+            of the mask). A few millilitres are usual: the labels of the lids
+            and the pinnae reach a little deeper than the guard.
+        deep_predicted: Predicted voxels more than :data:`BRAIN_MARGIN_MM`
+            deeper than the guard, where the brain can begin (left out of the
+            mask too; many of them mean the network did not understand the
+            image).
         flags: Reasons to review the case (empty when all is well).
     """
 
@@ -50,6 +64,7 @@ class DefaceQC:
     predicted: dict[str, int]
     expected: dict[str, bool]
     guard_clipped: int
+    deep_predicted: int = 0
     flags: list[str] = field(default_factory=list)
 
     @property
@@ -75,6 +90,7 @@ def deface(
     mode: str = "zero",
     margin_mm: float = 3.0,
     max_depth_mm: float = 10.0,
+    face_depth_mm: float = 10.0,
     seed: int = 0,
     predictor: Predictor | None = None,
 ) -> DefaceResult:
@@ -89,6 +105,11 @@ def deface(
         margin_mm: The mask grows by this much over the head's surface layer.
         max_depth_mm: Nothing deeper under the skin is ever changed; keeps the
             brain and the eyeballs bit-identical.
+        face_depth_mm: The skin between the eyes, nose and mouth is removed to
+            this depth too (:func:`~.postprocess.fill_face`), so the nasion and
+            the bridge of the nose go even where the network's labels are
+            patchy; 0 removes the labelled features only. At most
+            ``max_depth_mm``.
         seed: Seed of the noise modes.
         predictor: Use this instead of a model (tests, custom networks).
 
@@ -96,6 +117,10 @@ def deface(
         :class:`DefaceResult`; ``result.volume`` keeps the input's source, so
         :func:`~deephealth_deid.save_volume` writes it in the input's format.
     """
+    if not 0 <= face_depth_mm <= max_depth_mm:
+        raise ValueError(
+            f"face_depth_mm must be from 0 to max_depth_mm ({max_depth_mm}), got {face_depth_mm}"
+        )
     if predictor is None:
         from .model import load_predictor
 
@@ -108,9 +133,12 @@ def deface(
     predicted = _counts(native_labels)
     # Everything after prediction happens in the box around the features (plus
     # the margin): the rest of the volume is never touched.
-    box = _box(native_labels > 0, volume.spacing, pad_mm=margin_mm + 2.0)
+    fill = face_depth_mm > 0
+    box = _box(native_labels > 0, volume.spacing, pad_mm=max(margin_mm, FACE_MARGIN_MM if fill else 0) + 2.0)
+    if box is not None and fill:
+        box = _reach_forward(box, volume, FACE_REACH_MM)
     labels = np.zeros_like(native_labels)
-    clipped = 0
+    clipped = deep = 0
     if box is not None:
         sub = keep_plausible_components(native_labels[box], volume.spacing)
         # Depth under the skin, computed on the network grid (RAS, isotropic) and
@@ -118,13 +146,27 @@ def deface(
         depth_grid = grid_depth(image, grid.spacing)
         # Half a grid voxel is added so that sampling error can only make the guard stricter.
         depth = sample_on_native(depth_grid, grid, volume, box) + grid.spacing / 2
+        deep = int(((sub > 0) & (depth > max_depth_mm + BRAIN_MARGIN_MM)).sum())
         sub, clipped = grow_and_guard(
             sub, depth, volume.spacing, margin_mm=margin_mm, max_depth_mm=max_depth_mm
+        )
+        corner = np.eye(4)
+        corner[:3, 3] = [sl.start for sl in box]
+        # Tissue for the fill: brighter than the head/air threshold, so the air of the nasal
+        # cavity and the mouth is never filled.
+        tissue = volume.array[box] > head_threshold(volume.array)
+        sub = fill_face(
+            sub,
+            depth,
+            tissue,
+            volume.affine @ corner,
+            face_depth_mm=face_depth_mm,
+            margin_mm=FACE_MARGIN_MM,
         )
         labels[box] = sub
     air = background_values(volume.array, _air_threshold(volume.array))
     new = apply_mask(volume.array, labels > 0, mode=mode, air=air, spacing=volume.spacing, seed=seed)
-    qc = _qc(labels, predicted, probs, image, grid, clipped, voxel_mm3=float(np.prod(volume.spacing)))
+    qc = _qc(labels, predicted, probs, image, grid, clipped, deep, voxel_mm3=float(np.prod(volume.spacing)))
     for flag in qc.flags:
         log.warning("%s: %s", volume.path.name if volume.path else "volume", flag)
     return DefaceResult(volume=volume.with_array(new), mask=Volume(labels, volume.affine, path=None), qc=qc)
@@ -141,6 +183,18 @@ def _box(mask: np.ndarray, spacing: tuple[float, ...], *, pad_mm: float) -> tupl
         pad = int(np.ceil(pad_mm / spacing[axis]))
         box.append(slice(max(0, int(idx[0]) - pad), min(mask.shape[axis], int(idx[-1]) + pad + 1)))
     return tuple(box)
+
+
+def _reach_forward(box: tuple[slice, ...], volume: Volume, reach_mm: float) -> tuple[slice, ...]:
+    """``box`` extended by ``reach_mm`` towards the front of the head (world +y), clipped to the array."""
+    axis = int(np.argmax(np.abs(volume.affine[1, :3])))
+    step = int(np.ceil(reach_mm / volume.spacing[axis]))
+    sl = box[axis]
+    if volume.affine[1, axis] > 0:
+        sl = slice(sl.start, min(volume.shape[axis], sl.stop + step))
+    else:
+        sl = slice(max(0, sl.start - step), sl.stop)
+    return tuple(sl if a == axis else b for a, b in enumerate(box))
 
 
 def _air_threshold(array: np.ndarray) -> np.ndarray:
@@ -163,6 +217,7 @@ def _qc(
     image: np.ndarray,
     grid: Grid,
     clipped: int,
+    deep: int,
     *,
     voxel_mm3: float,
 ) -> DefaceQC:
@@ -173,13 +228,22 @@ def _qc(
         for name, exp in expected.items()
         if exp and voxels[name] == 0
     ]
-    # A few voxels at the guard's edge are normal; a real excursion is large.
-    if clipped * voxel_mm3 > 500 and clipped > 0.02 * sum(predicted.values()):
+    # Labels a little deeper than the guard are usual (lids, pinnae); labels where the brain can
+    # begin are not.
+    if deep * voxel_mm3 > 500:
         flags.append(
-            f"{clipped} predicted voxels ({clipped * voxel_mm3 / 1000:.1f} ml) lay deeper under the skin "
-            "than the guard allows and were not removed: check the mask"
+            f"{deep} predicted voxels ({deep * voxel_mm3 / 1000:.1f} ml) lay deeper under the skin than "
+            f"{BRAIN_MARGIN_MM:g} mm past the guard, where the brain can begin, and were not removed: "
+            "check the mask"
         )
-    return DefaceQC(voxels=voxels, predicted=predicted, expected=expected, guard_clipped=clipped, flags=flags)
+    return DefaceQC(
+        voxels=voxels,
+        predicted=predicted,
+        expected=expected,
+        guard_clipped=clipped,
+        deep_predicted=deep,
+        flags=flags,
+    )
 
 
 def _expected_features(probs: np.ndarray, image: np.ndarray, grid: Grid) -> dict[str, bool]:

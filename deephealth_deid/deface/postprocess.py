@@ -10,15 +10,21 @@ Three steps, each one a safeguard against a known way defacers fail:
 3. the guard: nothing deeper than ``max_depth_mm`` under the skin is ever
    masked. The brain lies at least ~13 mm under the skin (scalp, skull, CSF)
    and the eyeball centres ~10 mm or more, so the brain and the globes stay
-   bit-identical whatever the network predicts.
+   bit-identical whatever the network predicts;
+4. the face fill: the skin between the eyes, the nose and the mouth (the
+   nasion, the bridge and the dorsum of the nose, where the network's labels
+   are thinnest and where a cut field of view leaves only part of a nose) is
+   peeled to ``face_depth_mm`` inside the convex hull of the features found.
+   Air inside the head (nasal cavity, mouth) and everything deeper stay.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError, cKDTree
 
-__all__ = ["MAX_COMPONENTS", "keep_plausible_components", "surface_depth", "grow_and_guard"]
+__all__ = ["MAX_COMPONENTS", "keep_plausible_components", "surface_depth", "grow_and_guard", "fill_face"]
 
 #: Most components each feature may have (1 eyes, 2 nose, 3 mouth, 4 ears).
 MAX_COMPONENTS: dict[int, int] = {1: 2, 2: 1, 3: 1, 4: 2}
@@ -87,3 +93,65 @@ def grow_and_guard(
     clipped = int((fg & deep).sum())
     grown[deep] = 0
     return grown, clipped
+
+
+#: The central face: eyes, nose and mouth (the ears are filled by their own labels only).
+FACE_LABELS: tuple[int, ...] = (1, 2, 3)
+
+
+def fill_face(
+    labels: np.ndarray,
+    depth: np.ndarray,
+    tissue: np.ndarray,
+    affine: np.ndarray,
+    *,
+    face_depth_mm: float,
+    margin_mm: float,
+) -> np.ndarray:
+    """Add the face's skin between the features to ``labels``.
+
+    Seen from the front, the face is the outline (convex hull) of the eye,
+    nose and mouth voxels in the subject's left-right / up-down plane, grown by
+    ``margin_mm``. A voxel is added when it lies in that outline, no further
+    back than the features' rearmost voxel, within ``face_depth_mm`` of the
+    skin (``0 < depth <= face_depth_mm``), and is tissue, not air. It takes the
+    label of the nearest feature voxel. Nothing happens without eyes, or when
+    the features lie on one line.
+
+    Args:
+        labels: Labels 0-4 (a modified copy is returned).
+        depth: Depth under the skin in mm, same shape (0 outside the head).
+        tissue: Voxels brighter than air, same shape.
+        affine: Voxel indices of ``labels`` to RAS mm.
+        face_depth_mm: How deep under the skin the fill goes; 0 turns it off.
+        margin_mm: How far beyond the outline and behind the features the fill reaches.
+
+    Returns:
+        The labels with the face filled.
+    """
+    if face_depth_mm <= 0 or not (labels == 1).any():
+        return labels
+    face_idx = np.argwhere(np.isin(labels, FACE_LABELS))
+    face_ras = _to_ras(face_idx, affine)
+    try:
+        outline = ConvexHull(face_ras[:, [0, 2]])  # x (left-right) and z (down-up)
+    except (QhullError, ValueError):  # too few points, or all on one line
+        return labels
+    idx = np.argwhere(tissue & (depth > 0) & (depth <= face_depth_mm) & (labels == 0))
+    ras = _to_ras(idx, affine)
+    # In front of the rearmost feature voxel, and inside the outline grown by the margin:
+    # for every edge (unit normal n, offset b) n.p + b <= margin.
+    keep = ras[:, 1] >= face_ras[:, 1].min() - margin_mm
+    normals, offsets = outline.equations[:, :2], outline.equations[:, 2]
+    keep[keep] = (ras[keep][:, [0, 2]] @ normals.T + offsets <= margin_mm).all(axis=1)
+    if not keep.any():
+        return labels
+    _, nearest = cKDTree(face_ras).query(ras[keep])
+    out = labels.copy()
+    out[tuple(idx[keep].T)] = labels[tuple(face_idx[nearest].T)]
+    return out
+
+
+def _to_ras(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``(n, 3)`` voxel indices to ``(n, 3)`` RAS mm."""
+    return idx @ affine[:3, :3].T + affine[:3, 3]

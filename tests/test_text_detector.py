@@ -259,6 +259,29 @@ def test_grow_threshold_boxes_faint_ends_of_a_string_but_no_faint_blob_alone():
         regions_from_probabilities(p, grow_threshold=0.6)
 
 
+def test_pieces_of_one_line_are_bridged_other_boxes_are_not():
+    p = np.zeros((120, 200), np.float32)
+    p[10:20, 10:60] = 0.9  # a horizontal string whose middle the network lost ...
+    p[10:20, 100:150] = 0.9  # ... 40 px = 4 line thicknesses later: bridged
+    p[40:50, 10:40] = 0.9  # a line, and one 7 thicknesses further on: too far
+    p[40:50, 110:140] = 0.9
+    p[60:70, 10:40] = 0.9  # a line, and a box of a different thickness beside it: not one line
+    p[60:90, 50:120] = 0.9
+    p[30:110, 180:190] = 0.9  # a vertical string in two pieces: bridged along y
+    p[30:60, 180:190] = 0.9
+    p[100:110, 180:190] = 0.9
+    p[60:100, 180:190] = 0.0
+    regions = regions_from_probabilities(p, min_area_px=1, bridge_gap=6.0)
+    boxes = sorted(r.box for r in regions)
+    assert (10, 10, 150, 20) in boxes
+    assert (10, 40, 40, 50) in boxes and (110, 40, 140, 50) in boxes
+    assert (10, 60, 40, 70) in boxes and (50, 60, 120, 90) in boxes
+    assert (180, 30, 190, 110) in boxes
+    assert len(boxes) == 6
+    # Off by default in the function; nothing is joined then.
+    assert len(regions_from_probabilities(p, min_area_px=1)) == 8
+
+
 def test_merging_goes_on_until_no_boxes_overlap():
     p = np.zeros((40, 60), np.float32)
     p[5:30, 5:7] = 0.9  # A: an L, box x 5..25, y 5..30

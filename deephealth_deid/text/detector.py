@@ -72,7 +72,8 @@ def load_text_detector(
         engine: ``'torch'``, ``'eddl'`` or ``'auto'``.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
         **options: Options of :class:`~.network.NetTextDetector`
-            (``threshold``, ``grow_threshold``, ``tile``, ``overlap``, ``min_area_px``).
+            (``threshold``, ``grow_threshold``, ``tile``, ``overlap``, ``min_area_px``,
+            ``bridge_gap``).
 
     Returns:
         A :class:`~.network.NetTextDetector` whose regions have ``source='net'``.

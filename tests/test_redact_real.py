@@ -72,3 +72,18 @@ def test_text_free_image_is_bit_identical():
     image = dd.load_image(_file("MR_small.dcm"))
     res = dd.redact_text(image, ocr="none")
     assert res.qc.detected == 0 and np.array_equal(res.image.frames, image.frames)
+
+
+def test_onnxruntime_blanks_the_same_pixels_and_is_what_auto_uses_on_a_cpu():
+    """The text network on ONNX Runtime (``auto``'s pick on a CPU where it is installed) and on PyTorch."""
+    why = "needs onnxruntime and onnx (pip install deephealth_deid[onnx])"
+    pytest.importorskip("onnxruntime", reason=why)
+    pytest.importorskip("onnx", reason=why)
+    from deephealth_deid.text.detector import load_text_detector
+
+    assert load_text_detector(engine="auto", device="cpu").engine.name == "onnxruntime"
+    image = dd.load_image(_file("US1_UNCR.dcm"))
+    ort = dd.redact_text(image, ocr="none", engine="onnxruntime", device="cpu")
+    torch = dd.redact_text(image, ocr="none", engine="torch", device="cpu")
+    assert [r.box for r in ort.regions] == [r.box for r in torch.regions]
+    assert np.array_equal(ort.image.frames, torch.image.frames)

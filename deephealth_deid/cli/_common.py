@@ -9,7 +9,10 @@ from collections.abc import Callable, Sequence
 
 from ..errors import DeidError
 
-__all__ = ["make_parser", "run"]
+__all__ = ["ENGINE_CHOICES", "make_parser", "run"]
+
+#: ``--engine`` of the commands that predict (any engine; ``deid train`` offers those that train).
+ENGINE_CHOICES: tuple[str, ...] = ("auto", "torch", "eddl", "onnxruntime")
 
 log = logging.getLogger("deephealth_deid")
 

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import make_parser, run
+from ._common import ENGINE_CHOICES, make_parser, run
 
 log = logging.getLogger("deephealth_deid.cli")
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 10; 0: the labelled features only)",
     )
     parser.add_argument("--model", type=Path, help="model file (default: the shipped defacing model)")
-    parser.add_argument("--engine", choices=("auto", "torch", "eddl"), default="auto", help="default: auto")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="default: auto")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--volume", type=int, metavar="N", help="volume index of a 4D NIfTI file (0-based)")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder of several")

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import make_parser, run
+from ._common import ENGINE_CHOICES, make_parser, run
 
 log = logging.getLogger("deephealth_deid.cli")
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "out_dir", nargs="?", type=Path, default=Path("deid_demo"), help="default: ./deid_demo"
     )
-    parser.add_argument("--engine", choices=("auto", "torch", "eddl"), default="auto", help="default: auto")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="default: auto")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("-f", "--force", action="store_true", help="replace files in OUT_DIR")
     return parser

@@ -12,9 +12,9 @@ from ._common import make_parser, run
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
         "engines",
-        "List the compute engines (PyTorch, EDDL): whether each imports, its version, the devices it "
-        "can use, and for EDDL the start-up self-check (the known CPU defects of the build and whether "
-        "the engine's networks compute correctly on it).",
+        "List the compute engines (PyTorch, EDDL, ONNX Runtime): whether each imports, its version, the "
+        "devices it can use, and for EDDL the start-up self-check (the known CPU defects of the build "
+        "and whether the engine's networks compute correctly on it).",
     )
     parser.add_argument("--device", default="cpu", help="device to check EDDL on (default: cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -41,6 +41,12 @@ def describe(device: str = "cpu") -> dict[str, dict[str, object]]:
 
             facts["version"] = torch.__version__
             facts["cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        elif name == "onnxruntime":
+            import onnxruntime
+
+            facts["version"] = engine.version
+            facts["providers"] = onnxruntime.get_available_providers()
+            facts["trains"] = False
         else:
             check = engine.check
             facts["version"] = engine.version

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import make_parser, run
+from ._common import ENGINE_CHOICES, make_parser, run
 
 log = logging.getLogger("deephealth_deid.cli")
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--qc", type=Path, metavar="QC.png", help="also write a QC picture (PNG)")
     parser.add_argument("--model", type=Path, help="text-detection model file (--detector net)")
-    parser.add_argument("--engine", choices=("auto", "torch", "eddl"), default="auto", help="default: auto")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="default: auto")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--json", action="store_true", help="print the QC record as JSON")
     parser.add_argument("-f", "--force", action="store_true", help="replace existing outputs")

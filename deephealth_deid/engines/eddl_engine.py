@@ -46,11 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
 from ..errors import EngineUnavailableError, ModelCheckError
 from ..nets import UNetSpec
 from .reference import random_weights, unet_forward, weight_shapes
-from .registry import INSTALL_HINTS, check_weights, read_model_file, step_stats, write_model_file
+from .registry import INSTALL_HINTS, step_stats
+from .weight_files import WeightFileEngine, checked_batch, softmax
 
 __all__ = ["EddlEngine", "EddlModel", "SelfCheck", "create", "is_available", "require", "self_check"]
 
@@ -569,7 +569,7 @@ def self_check(device: str = "cpu") -> SelfCheck:
 # ---------------------------------------------------------------------------------------------
 
 
-class EddlEngine:
+class EddlEngine(WeightFileEngine):
     """The EDDL engine bound to one device (see the module docstring).
 
     Args:
@@ -668,20 +668,14 @@ class EddlEngine:
         from ..nets import crop_padding, pad_to_multiple
 
         spec = model.spec
-        x = np.asarray(array, dtype=np.float32)
-        if x.ndim != spec.ndim + 2 or x.shape[1] != spec.in_channels:
-            spec.check_input_shape(x.shape)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not np.isfinite(x).all():
-            raise ValueError("the input holds NaN or infinite values")
+        x = checked_batch(spec, array, batch_size)
         x, padding = pad_to_multiple(x, spec.stride, axes=spec.ndim)
         built = model.inference_net(tuple(int(s) for s in x.shape[2:]))
         outs = []
         for start in range(0, x.shape[0], batch_size):
             logits = _run(built.net, x[start : start + batch_size], built.output).astype(np.float32)
             if probabilities:
-                logits = _softmax(logits)
+                logits = softmax(logits)
             outs.append(crop_padding(logits, padding))
         return np.concatenate(outs, axis=0)
 
@@ -741,54 +735,5 @@ class EddlEngine:
         ce = float(-(onehot * np.log(np.clip(probs, 1e-12, 1))).sum(1).mean())
         return step_stats(spec, ce, ce, dice[1:])
 
-    # -- save / load ---------------------------------------------------------------------------
-
-    def save(
-        self,
-        model: EddlModel,
-        spec: UNetSpec,
-        path: str | os.PathLike[str],
-        *,
-        metadata: Mapping[str, Any],
-        overwrite: bool = False,
-    ) -> str:
-        """Write the model file (the same file the PyTorch engine writes and reads)."""
-        if model.spec != spec:
-            raise ValueError(f"spec {spec} is not the model's spec {model.spec}")
-        saved_by = {"engine": self.name, "engine_version": self.version, "library_version": __version__}
-        return write_model_file(
-            path, model.state_dict(), spec=spec, metadata=metadata, saved_by=saved_by, overwrite=overwrite
-        )
-
-    def load(
-        self, path: str | os.PathLike[str], *, sha256: str | None = None
-    ) -> tuple[EddlModel, UNetSpec, dict[str, Any]]:
-        """Read a model file written by any engine: ``(model, spec, metadata)``, in evaluation mode."""
-        tensors, spec, metadata, saved_by = read_model_file(path, sha256=sha256)
-        self._check_spec(spec)
-        check_weights(path, tensors, weight_shapes(spec))
-        logger.info("loaded model %s on EDDL %s (saved by %s)", path, self.device, saved_by or "unknown")
-        return EddlModel(spec, tensors, self.device).eval(), spec, metadata
-
-    def export_onnx(
-        self,
-        model: EddlModel,
-        spec: UNetSpec,
-        path: str | os.PathLike[str],
-        *,
-        opset: int = 11,
-        overwrite: bool = False,
-    ) -> str:
-        """Write the model as ONNX (the same graph the PyTorch engine exports)."""
-        from .onnx_graph import checked_onnx
-        from .registry import atomic_write
-
-        proto = checked_onnx(spec, model.state_dict(), opset=opset)
-        return atomic_write(path, [proto.SerializeToString()], overwrite=overwrite)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
+    def _model(self, spec: UNetSpec, tensors: dict[str, np.ndarray]) -> EddlModel:
+        return EddlModel(spec, tensors, self.device).eval()

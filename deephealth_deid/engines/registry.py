@@ -1,8 +1,9 @@
 """Pick a compute engine by name or availability, and the engine-neutral model file.
 
-Two engines run the networks of :mod:`deephealth_deid.nets`: ``"torch"``
-(PyTorch, what a plain ``pip install`` gets) and ``"eddl"`` (the DeepHealth
-toolkit, used where ``pyeddl`` imports). Nothing here imports either: the
+Three engines run the networks of :mod:`deephealth_deid.nets`: ``"torch"``
+(PyTorch, what a plain ``pip install`` gets), ``"eddl"`` (the DeepHealth
+toolkit, used where ``pyeddl`` imports) and ``"onnxruntime"`` (ONNX Runtime:
+runs trained models, does not train; the fastest on a CPU). Nothing here imports either: the
 engine module is imported by :func:`get_engine`, so ``import
 deephealth_deid.engines`` stays light.
 
@@ -66,7 +67,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Engine names, in the order ``"auto"`` tries them.
-ENGINE_NAMES: tuple[str, ...] = ("torch", "eddl")
+ENGINE_NAMES: tuple[str, ...] = ("torch", "eddl", "onnxruntime")
 
 #: What to install when an engine is missing.
 INSTALL_HINTS: dict[str, str] = {
@@ -79,12 +80,14 @@ INSTALL_HINTS: dict[str, str] = {
         "(`conda install -c dhealth eddl-cpu` or `eddl-gpu`) or build it from its sources, "
         "then its Python bindings: `pip install pyeddl`"
     ),
+    "onnxruntime": "install ONNX Runtime: `pip install deephealth_deid[onnx]` (onnxruntime and onnx)",
 }
 
-_MODULES = {"torch": "torch", "eddl": "pyeddl"}
+_MODULES = {"torch": "torch", "eddl": "pyeddl", "onnxruntime": "onnxruntime"}
 _ENGINE_MODULES = {
     "torch": "deephealth_deid.engines.torch_engine",
     "eddl": "deephealth_deid.engines.eddl_engine",
+    "onnxruntime": "deephealth_deid.engines.onnxruntime_engine",
 }
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -182,7 +185,7 @@ def is_available(name: str) -> bool:
     missing shared library); :func:`get_engine` reports that.
 
     Args:
-        name: ``"torch"`` or ``"eddl"``.
+        name: ``"torch"``, ``"eddl"`` or ``"onnxruntime"``.
     """
     _check_engine_name(name, allow_auto=False)
     try:
@@ -214,8 +217,9 @@ def get_engine(name: str = "auto", *, device: str = "auto") -> Any:
     """Get an engine by name, or the first one available.
 
     Args:
-        name: ``"torch"``, ``"eddl"`` or ``"auto"`` (PyTorch where it imports,
-            otherwise EDDL).
+        name: ``"torch"``, ``"eddl"``, ``"onnxruntime"`` or ``"auto"``
+            (PyTorch where it imports, otherwise EDDL, otherwise ONNX
+            Runtime, which predicts but does not train).
         device: ``"auto"`` (a GPU where one is usable, else the CPU),
             ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Asking for a GPU that is
             not there is an error, never a silent fall back.

@@ -39,6 +39,7 @@ from .registry import (
     step_stats,
     write_model_file,
 )
+from .weight_files import checked_batch
 
 __all__ = [
     "ONNX_OPS",
@@ -417,13 +418,7 @@ class TorchEngine:
                 non-finite values.
         """
         spec = _spec_of(model)
-        x = np.asarray(array, dtype=np.float32)
-        if x.ndim != spec.ndim + 2 or x.shape[1] != spec.in_channels:
-            spec.check_input_shape(x.shape)  # raises with the explanation
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not np.isfinite(x).all():
-            raise ValueError("the input holds NaN or infinite values")
+        x = checked_batch(spec, array, batch_size)
         padding: tuple[tuple[int, int], ...] = ((0, 0),) * spec.ndim
         if pad:
             x, padding = pad_to_multiple(x, spec.stride, axes=spec.ndim)

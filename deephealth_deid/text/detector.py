@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputNotFoundError, ModelCheckError
+from ..errors import DeidError, InputNotFoundError, ModelCheckError
 from ..shipped import warn_if_not_validated
 from .network import NetTextDetector, check_text_spec, network_input
 from .ocr import OcrBackend, OcrDetector
@@ -46,15 +46,31 @@ def _load(path: str, sha256: str | None, engine: str, device: str, stamp: tuple[
     ``stamp`` (the file's size and modification time) is only part of the
     cache key, so a file rewritten in place is loaded again.
     """
-    from ..engines import get_engine
-
-    eng = get_engine(engine, device=device)
+    eng = _engine(engine, device)
     model, spec, metadata = eng.load(path, sha256=sha256)
     check_text_spec(spec, path)
     task = metadata.get("task")
     if task is not None and task != "text":
         raise ModelCheckError(f"{path}: a model for the task {task!r}, not a text-detection model")
     return eng, model, spec, metadata
+
+
+def _engine(engine: str, device: str) -> Any:
+    """The engine asked for; for ``'auto'`` on a CPU, ONNX Runtime where it is installed.
+
+    The 2D text network runs about twice as fast on ONNX Runtime as on
+    PyTorch's CPU kernels (same logits to about 1e-5); on a GPU, and for
+    training, ``'auto'`` stays with the first engine available.
+    """
+    from ..engines import get_engine, is_available
+
+    eng = get_engine(engine, device=device)
+    if engine == "auto" and eng.device == "cpu" and eng.name != "onnxruntime" and is_available("onnxruntime"):
+        try:
+            return get_engine("onnxruntime", device="cpu")
+        except DeidError as e:  # installed but unusable: stay where we are
+            log.debug("onnxruntime not usable, predicting on %s: %s", eng.name, e)
+    return eng
 
 
 def load_text_detector(
@@ -69,7 +85,9 @@ def load_text_detector(
     Args:
         model: A model file; ``None`` for the shipped text-detection model
             (its SHA-256 is checked).
-        engine: ``'torch'``, ``'eddl'`` or ``'auto'``.
+        engine: ``'torch'``, ``'eddl'``, ``'onnxruntime'`` or ``'auto'`` (on
+            a CPU: ONNX Runtime where installed, about twice as fast;
+            otherwise the first engine available).
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
         **options: Options of :class:`~.network.NetTextDetector`
             (``threshold``, ``grow_threshold``, ``tile``, ``overlap``, ``min_area_px``,

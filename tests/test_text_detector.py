@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -544,3 +546,19 @@ def test_deid_train_text_writes_a_model_the_detector_loads_and_runs(tmp_path):
     regions = det.detect(frame)
     assert all(0 <= r.x0 < r.x1 <= 131 and 0 <= r.y0 < r.y1 <= 97 for r in regions)
     assert det.probabilities(frame).shape == (97, 131)
+
+
+def test_auto_on_a_cpu_detects_text_without_importing_torch():
+    """Where ONNX Runtime is installed, ``deid redact`` on a CPU never pays PyTorch's import."""
+    why = "needs onnxruntime and onnx (pip install deephealth_deid[onnx])"
+    pytest.importorskip("onnxruntime", reason=why)
+    pytest.importorskip("onnx", reason=why)
+    code = (
+        "import sys, numpy as np\n"
+        "from deephealth_deid.text.detector import load_text_detector\n"
+        "det = load_text_detector(engine='auto', device='cpu')\n"
+        "det.detect(np.zeros((64, 96, 3), np.uint8))\n"
+        "print(det.engine.name, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["onnxruntime", "False"]

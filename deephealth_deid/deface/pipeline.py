@@ -20,7 +20,7 @@ import numpy as np
 from ..io.volume import Volume
 from .apply import apply_mask, background_values
 from .conform import Grid, conform, grid_depth, head_threshold, map_back_labels, sample_on_native
-from .postprocess import fill_face, grow_and_guard, keep_plausible_components
+from .postprocess import FACE_LABELS, fill_face, front_box, grow_and_guard, keep_plausible_components
 
 __all__ = ["FEATURE_NAMES", "DefaceQC", "DefaceResult", "deface", "Predictor"]
 
@@ -31,9 +31,6 @@ FEATURE_NAMES: dict[int, str] = {1: "eyes", 2: "nose", 3: "mouth", 4: "ears"}
 
 #: Predicted voxels this much deeper than the guard lie where the brain can begin: flagged.
 BRAIN_MARGIN_MM = 5.0
-#: How far in front of the features found the face fill looks for skin: a nose
-#: the network missed, or labelled only at its root, reaches about this far.
-FACE_REACH_MM = 30.0
 #: The face fill reaches this far beyond the outline of the features found (skin
 #: around the eyes, nose and mouth is face too).
 FACE_MARGIN_MM = 10.0
@@ -130,13 +127,13 @@ def deface(
     image, grid = conform(volume, spacing=grid_spacing, shape=grid_shape)
     probs = predictor(image, grid)
     native_labels = map_back_labels(probs, grid, volume)
-    predicted = _counts(native_labels)
     # Everything after prediction happens in the box around the features (plus
     # the margin): the rest of the volume is never touched.
     fill = face_depth_mm > 0
-    box = _box(native_labels > 0, volume.spacing, pad_mm=max(margin_mm, FACE_MARGIN_MM if fill else 0) + 2.0)
+    box = _box(native_labels > 0, volume.spacing, pad_mm=margin_mm + 2.0)
     if box is not None and fill:
-        box = _reach_forward(box, volume, FACE_REACH_MM)
+        box = _union(box, _face_box(native_labels, volume))
+    predicted = _counts(native_labels[box] if box is not None else native_labels[:0])
     labels = np.zeros_like(native_labels)
     clipped = deep = 0
     if box is not None:
@@ -166,7 +163,16 @@ def deface(
         labels[box] = sub
     air = background_values(volume.array, _air_threshold(volume.array))
     new = apply_mask(volume.array, labels > 0, mode=mode, air=air, spacing=volume.spacing, seed=seed)
-    qc = _qc(labels, predicted, probs, image, grid, clipped, deep, voxel_mm3=float(np.prod(volume.spacing)))
+    qc = _qc(
+        labels[box] if box is not None else labels[:0],
+        predicted,
+        probs,
+        image,
+        grid,
+        clipped,
+        deep,
+        voxel_mm3=float(np.prod(volume.spacing)),
+    )
     for flag in qc.flags:
         log.warning("%s: %s", volume.path.name if volume.path else "volume", flag)
     return DefaceResult(volume=volume.with_array(new), mask=Volume(labels, volume.affine, path=None), qc=qc)
@@ -185,16 +191,20 @@ def _box(mask: np.ndarray, spacing: tuple[float, ...], *, pad_mm: float) -> tupl
     return tuple(box)
 
 
-def _reach_forward(box: tuple[slice, ...], volume: Volume, reach_mm: float) -> tuple[slice, ...]:
-    """``box`` extended by ``reach_mm`` towards the front of the head (world +y), clipped to the array."""
-    axis = int(np.argmax(np.abs(volume.affine[1, :3])))
-    step = int(np.ceil(reach_mm / volume.spacing[axis]))
-    sl = box[axis]
-    if volume.affine[1, axis] > 0:
-        sl = slice(sl.start, min(volume.shape[axis], sl.stop + step))
-    else:
-        sl = slice(max(0, sl.start - step), sl.stop)
-    return tuple(sl if a == axis else b for a, b in enumerate(box))
+def _face_box(labels: np.ndarray, volume: Volume) -> tuple[slice, ...] | None:
+    """Where the face fill can reach: the face features' box grown by the fill's margin, open to the front."""
+    face = np.argwhere(np.isin(labels, FACE_LABELS))
+    if face.size == 0:
+        return None
+    ras = face @ volume.affine[:3, :3].T + volume.affine[:3, 3]
+    return front_box(ras, volume.affine, labels.shape, FACE_MARGIN_MM + 2.0)
+
+
+def _union(a: tuple[slice, ...], b: tuple[slice, ...] | None) -> tuple[slice, ...]:
+    """The smallest box holding boxes ``a`` and ``b`` (``a`` when ``b`` is None)."""
+    if b is None:
+        return a
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
 
 
 def _air_threshold(array: np.ndarray) -> np.ndarray:

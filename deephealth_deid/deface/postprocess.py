@@ -24,7 +24,15 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
-__all__ = ["MAX_COMPONENTS", "keep_plausible_components", "surface_depth", "grow_and_guard", "fill_face"]
+__all__ = [
+    "FACE_LABELS",
+    "MAX_COMPONENTS",
+    "fill_face",
+    "front_box",
+    "grow_and_guard",
+    "keep_plausible_components",
+    "surface_depth",
+]
 
 #: Most components each feature may have (1 eyes, 2 nose, 3 mouth, 4 ears).
 MAX_COMPONENTS: dict[int, int] = {1: 2, 2: 1, 3: 1, 4: 2}
@@ -83,16 +91,38 @@ def grow_and_guard(
         prediction reached too deep.
     """
     fg = labels > 0
+    grown = labels.copy()
     if margin_mm > 0 and fg.any():
-        dist, (ii, jj, kk) = ndimage.distance_transform_edt(~fg, sampling=spacing, return_indices=True)
-        grown = labels[ii, jj, kk]
-        grown[dist > margin_mm] = 0
-    else:
-        grown = labels.copy()
+        _grow(grown, labels, spacing, margin_mm)
     deep = depth > max_depth_mm
     clipped = int((fg & deep).sum())
     grown[deep] = 0
     return grown, clipped
+
+
+def _grow(out: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float], margin_mm: float) -> None:
+    """Give every voxel within ``margin_mm`` of a feature the label of the nearest one, in ``out``.
+
+    One distance transform per connected group of features, each in the
+    group's own box grown by the margin: the same result as one transform over
+    the whole array, in a fraction of the time (the features are small, the
+    box around all of them is not).
+    """
+    pad = np.ceil(margin_mm / np.asarray(spacing)).astype(int) + 1
+    best = np.full(labels.shape, np.inf, dtype=np.float32)
+    comp, _ = ndimage.label(labels > 0)
+    for k, sl in enumerate(ndimage.find_objects(comp), start=1):
+        if sl is None:
+            continue
+        box = tuple(
+            slice(max(0, s.start - int(p)), min(n, s.stop + int(p)))
+            for s, p, n in zip(sl, pad, labels.shape, strict=True)
+        )
+        part = comp[box] == k
+        dist, nearest = ndimage.distance_transform_edt(~part, sampling=spacing, return_indices=True)
+        closer = (dist <= margin_mm) & (dist < best[box]) & ~(labels[box] > 0)
+        out[box][closer] = labels[box][tuple(n[closer] for n in nearest)]
+        best[box][closer] = dist[closer]
 
 
 #: The central face: eyes, nose and mouth (the ears are filled by their own labels only).
@@ -137,7 +167,11 @@ def fill_face(
         outline = ConvexHull(face_ras[:, [0, 2]])  # x (left-right) and z (down-up)
     except (QhullError, ValueError):  # too few points, or all on one line
         return labels
-    idx = np.argwhere(tissue & (depth > 0) & (depth <= face_depth_mm) & (labels == 0))
+    # Only the features' box grown by the margin, and open towards the front, can hold the fill.
+    sub = front_box(face_ras, affine, labels.shape, margin_mm)
+    corner = np.array([sl.start for sl in sub])
+    idx = np.argwhere(tissue[sub] & (depth[sub] > 0) & (depth[sub] <= face_depth_mm) & (labels[sub] == 0))
+    idx += corner
     ras = _to_ras(idx, affine)
     # In front of the rearmost feature voxel, and inside the outline grown by the margin:
     # for every edge (unit normal n, offset b) n.p + b <= margin.
@@ -150,6 +184,22 @@ def fill_face(
     out = labels.copy()
     out[tuple(idx[keep].T)] = labels[tuple(face_idx[nearest].T)]
     return out
+
+
+def front_box(
+    ras: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], margin_mm: float
+) -> tuple[slice, ...]:
+    """Index box holding the RAS box of ``ras`` grown by ``margin_mm`` and open towards the front (+y)."""
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1).T
+    front = _to_ras(corners, affine)[:, 1].max()
+    lo, hi = ras.min(axis=0) - margin_mm, ras.max(axis=0) + margin_mm
+    hi[1] = max(hi[1], front)
+    box = np.array(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1).T
+    inv = np.linalg.inv(affine)
+    ijk = box @ inv[:3, :3].T + inv[:3, 3]
+    first = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 1, 0, shape)
+    last = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 2, 0, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(first, last, strict=True))
 
 
 def _to_ras(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 from scipy import ndimage
 
@@ -101,3 +102,19 @@ def test_only_masked_voxels_change_and_geometry_is_kept(case):
     assert (out.mask.array[changed] > 0).all()
     assert out.volume.array.dtype == before.array.dtype
     assert (out.volume.affine == before.affine).all() and (out.mask.affine == before.affine).all()
+
+
+def test_onnxruntime_and_torch_remove_the_same_voxels(chris_t1):
+    """``auto`` predicts on ONNX Runtime on a CPU where it is installed: the same output as PyTorch's."""
+    why = "needs onnxruntime and onnx (pip install deephealth_deid[onnx])"
+    pytest.importorskip("onnxruntime", reason=why)
+    pytest.importorskip("onnx", reason=why)
+    from deephealth_deid.engines import get_predict_engine
+
+    assert get_predict_engine("auto", device="cpu").name == "onnxruntime"
+    assert get_predict_engine("torch", device="cpu").name == "torch"
+    vol = dd.load_volume(chris_t1)
+    ort = dd.deface(vol, engine="onnxruntime", device="cpu")
+    torch = dd.deface(vol, engine="torch", device="cpu")
+    assert np.array_equal(ort.mask.array, torch.mask.array)
+    assert np.array_equal(ort.volume.array, torch.volume.array)

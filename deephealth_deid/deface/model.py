@@ -22,9 +22,9 @@ DEFAULT_GRID: tuple[float, tuple[int, int, int]] = (2.0, (112, 128, 128))
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, sha256: str | None, engine: str, device: str):
-    from ..engines import get_engine
+    from ..engines import get_predict_engine
 
-    eng = get_engine(engine, device=device)
+    eng = get_predict_engine(engine, device=device)
     net, spec, metadata = eng.load(path, sha256=sha256)
     if spec.classes != 5 or spec.ndim != 3:
         raise ModelCheckError(
@@ -39,7 +39,8 @@ def load_predictor(model: str | Path | None, *, engine: str = "auto", device: st
     Args:
         model: A model file, or ``None`` for the shipped defacing model (its
             SHA-256 is checked).
-        engine: ``'torch'``, ``'eddl'`` or ``'auto'``.
+        engine: ``'torch'``, ``'eddl'``, ``'onnxruntime'`` or ``'auto'`` (see
+            :func:`~deephealth_deid.engines.get_predict_engine`).
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
 
     Returns:

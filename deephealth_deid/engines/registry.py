@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -58,6 +59,7 @@ __all__ = [
     "check_device_name",
     "file_sha256",
     "get_engine",
+    "get_predict_engine",
     "is_available",
     "read_model_file",
     "step_stats",
@@ -258,6 +260,48 @@ def get_engine(name: str = "auto", *, device: str = "auto") -> Any:
     raise EngineUnavailableError(
         f"no compute engine is available ({'; '.join(failures)}). To get one, {hints}"
     )
+
+
+def get_predict_engine(name: str = "auto", *, device: str = "auto") -> Any:
+    """The engine to predict with: as :func:`get_engine`, except that ``"auto"`` on a CPU is ONNX Runtime.
+
+    Where ``onnxruntime`` is installed and the prediction runs on the CPU, ONNX
+    Runtime predicts the shipped networks with the same outputs (logits to
+    about 1e-5; the same masks and regions on the real test files), imports in
+    a fraction of PyTorch's time (``deid deface`` on a 1 mm head: about a
+    third faster end to end) and runs the 2D text network about twice as
+    fast. On a GPU, and for training, ``"auto"`` stays with the first engine
+    available. Where no NVIDIA device is visible, PyTorch is not even
+    imported to find out.
+    """
+    if name.strip().lower() != "auto" or not is_available("onnxruntime"):
+        return get_engine(name, device=device)
+    device = check_device_name(device)
+    if device == "cpu" or (device == "auto" and not _nvidia_device_visible()):
+        try:
+            return get_engine("onnxruntime", device="cpu")
+        except EngineUnavailableError as e:  # installed but unusable
+            logger.debug("onnxruntime not usable: %s", e)
+            return get_engine(name, device=device)
+    engine = get_engine(name, device=device)
+    if engine.device == "cpu" and engine.name != "onnxruntime":
+        try:
+            return get_engine("onnxruntime", device="cpu")
+        except EngineUnavailableError as e:
+            logger.debug("onnxruntime not usable, predicting on %s: %s", engine.name, e)
+    return engine
+
+
+def _nvidia_device_visible() -> bool:
+    """Whether this machine may have a usable NVIDIA GPU (its driver's device node, on Linux).
+
+    Elsewhere (and with the node present) the answer is yes, and the engine finds out.
+    """
+    if sys.platform == "darwin":
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    return sys.platform != "linux" or os.path.exists("/dev/nvidiactl")
 
 
 def _check_engine_name(name: str, *, allow_auto: bool) -> str:

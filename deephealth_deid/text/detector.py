@@ -15,11 +15,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeidError, InputNotFoundError, ModelCheckError
+from ..errors import InputNotFoundError, ModelCheckError
 from ..shipped import warn_if_not_validated
 from .network import NetTextDetector, check_text_spec, network_input
 from .ocr import OcrBackend, OcrDetector
@@ -47,53 +46,15 @@ def _load(path: str, sha256: str | None, engine: str, device: str, stamp: tuple[
     ``stamp`` (the file's size and modification time) is only part of the
     cache key, so a file rewritten in place is loaded again.
     """
-    eng = _engine(engine, device)
+    from ..engines import get_predict_engine
+
+    eng = get_predict_engine(engine, device=device)
     model, spec, metadata = eng.load(path, sha256=sha256)
     check_text_spec(spec, path)
     task = metadata.get("task")
     if task is not None and task != "text":
         raise ModelCheckError(f"{path}: a model for the task {task!r}, not a text-detection model")
     return eng, model, spec, metadata
-
-
-def _engine(engine: str, device: str) -> Any:
-    """The engine asked for; for ``'auto'`` on a CPU, ONNX Runtime where it is installed.
-
-    The 2D text network runs about twice as fast on ONNX Runtime as on
-    PyTorch's CPU kernels (same logits to about 1e-5), and ONNX Runtime
-    imports in a fraction of PyTorch's time. On a GPU, ``'auto'`` stays with
-    the first engine available. Where no NVIDIA device is visible, PyTorch is
-    not even imported to find that out.
-    """
-    from ..engines import get_engine, is_available
-
-    if engine != "auto" or not is_available("onnxruntime"):
-        return get_engine(engine, device=device)
-    if device == "cpu" or (device == "auto" and not _nvidia_device_visible()):
-        try:
-            return get_engine("onnxruntime", device="cpu")
-        except DeidError as e:  # installed but unusable
-            log.debug("onnxruntime not usable: %s", e)
-            return get_engine(engine, device=device)
-    eng = get_engine(engine, device=device)
-    if eng.device == "cpu" and eng.name != "onnxruntime":
-        try:
-            return get_engine("onnxruntime", device="cpu")
-        except DeidError as e:
-            log.debug("onnxruntime not usable, predicting on %s: %s", eng.name, e)
-    return eng
-
-
-def _nvidia_device_visible() -> bool:
-    """Whether this machine may have a usable NVIDIA GPU (its driver's device node, on Linux).
-
-    Elsewhere (or with the node present) the answer is yes, and the engine finds out.
-    """
-    if sys.platform != "linux":
-        return sys.platform != "darwin"
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return os.path.exists("/dev/nvidiactl")
 
 
 def load_text_detector(

@@ -337,7 +337,7 @@ def _merge_overlapping(
 #: thickness across the line ...
 _BRIDGE_OVERLAP = 0.6
 #: ... and their lines' thicknesses differ by at most this factor.
-_BRIDGE_THICKNESS = 1.6
+_BRIDGE_THICKNESS = 2.0
 #: A box more than this many line thicknesses across holds several lines: never bridged.
 _BRIDGE_MAX_LINES = 2.5
 
@@ -413,7 +413,8 @@ class NetTextDetector:
             this many line thicknesses (:func:`regions_from_probabilities`):
             the network sometimes loses the middle of a faint or long string.
             With 6 (the default), recall of identifying strings on held-out
-            images rose from 117/127 to 121/127 for 1.7% more area blanked
+            images (512 px, seed 4000000) rose from 117/127 to 122/127, and
+            the blanked area outside text from 38% to 44%
             (``0`` turns it off).
 
     Raises:

@@ -23,11 +23,11 @@ def phantom() -> tuple[Volume, Volume]:
     return make_phantom_head(spacing=2.0, seed=3)
 
 
-def oracle_for(labels: Volume, *, extra: np.ndarray | None = None):
+def oracle_for(labels: Volume, *, extra: np.ndarray | None = None, extra_label: int = 1):
     """A predictor that returns the phantom's true features (one-hot) on whatever grid it is given."""
     feat = np.where(labels.array <= 4, labels.array, 0).astype(np.uint8)
     if extra is not None:
-        feat = np.where(extra, 1, feat).astype(np.uint8)
+        feat = np.where(extra, extra_label, feat).astype(np.uint8)
     seen: dict[str, Grid] = {}
 
     def predictor(image: np.ndarray, grid: Grid) -> np.ndarray:
@@ -71,10 +71,11 @@ def test_features_removed_brain_and_internal_structures_bit_identical(phantom, p
     assert out.qc.ok, out.qc.flags
 
 
-def test_guard_keeps_the_brain_even_when_the_network_marks_it(phantom):
+@pytest.mark.parametrize("as_label", [1, 2], ids=["as-eyes", "as-nose"])
+def test_guard_keeps_the_brain_even_when_the_network_marks_it(phantom, as_label):
     image, labels = phantom
     brain = labels.array == LABELS["brain"]
-    out = deface(image, predictor=oracle_for(labels, extra=brain))
+    out = deface(image, predictor=oracle_for(labels, extra=brain, extra_label=as_label))
     changed = out.volume.array != image.array
     assert not changed[brain].any()
     assert out.qc.guard_clipped > 0 and out.qc.deep_predicted > 0

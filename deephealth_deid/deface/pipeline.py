@@ -31,6 +31,8 @@ FEATURE_NAMES: dict[int, str] = {1: "eyes", 2: "nose", 3: "mouth", 4: "ears"}
 
 #: Predicted voxels this much deeper than the guard lie where the brain can begin: flagged.
 BRAIN_MARGIN_MM = 5.0
+#: Features with the brain behind them (the orbits' roof, the temporal bone): eyes and ears.
+NEAR_BRAIN: tuple[int, ...] = (1, 4)
 #: The face fill reaches this far beyond the outline of the features found (skin
 #: around the eyes, nose and mouth is face too).
 FACE_MARGIN_MM = 10.0
@@ -52,8 +54,11 @@ class DefaceQC:
             and the pinnae reach a little deeper than the guard.
         deep_predicted: Predicted voxels more than :data:`BRAIN_MARGIN_MM`
             deeper than the guard, where the brain can begin (left out of the
-            mask too; many of them mean the network did not understand the
-            image).
+            mask too). Flagged from 0.5 ml of eyes or ears (the brain lies
+            behind the orbits and the ears) or 5 ml of any feature (a nose
+            or mouth label a little deeper than its root lies in front of the
+            nasal or oral cavity, not the brain; a large volume means the
+            network did not understand the image).
         flags: Reasons to review the case (empty when all is well).
     """
 
@@ -135,7 +140,7 @@ def deface(
         box = _union(box, _face_box(native_labels, volume))
     predicted = _counts(native_labels[box] if box is not None else native_labels[:0])
     labels = np.zeros_like(native_labels)
-    clipped = deep = 0
+    clipped = deep = deep_near_brain = 0
     if box is not None:
         sub = keep_plausible_components(native_labels[box], volume.spacing)
         # Depth under the skin, computed on the network grid (RAS, isotropic) and
@@ -143,14 +148,17 @@ def deface(
         depth_grid = grid_depth(image, grid.spacing)
         # Half a grid voxel is added so that sampling error can only make the guard stricter.
         depth = sample_on_native(depth_grid, grid, volume, box) + grid.spacing / 2
-        deep = int(((sub > 0) & (depth > max_depth_mm + BRAIN_MARGIN_MM)).sum())
+        far = depth > max_depth_mm + BRAIN_MARGIN_MM
+        deep = int(((sub > 0) & far).sum())
+        deep_near_brain = int((np.isin(sub, NEAR_BRAIN) & far).sum())
         sub, clipped = grow_and_guard(
             sub, depth, volume.spacing, margin_mm=margin_mm, max_depth_mm=max_depth_mm
         )
         corner = np.eye(4)
         corner[:3, 3] = [sl.start for sl in box]
-        # Tissue for the fill: brighter than the head/air threshold, so the air of the nasal
-        # cavity and the mouth is never filled.
+        # Tissue: brighter than the head/air threshold. Air inside the head (the nasal cavity,
+        # the mouth) is internal anatomy and never changes, whatever the network labelled there;
+        # the face is its tissue.
         tissue = volume.array[box] > head_threshold(volume.array)
         sub = fill_face(
             sub,
@@ -160,6 +168,7 @@ def deface(
             face_depth_mm=face_depth_mm,
             margin_mm=FACE_MARGIN_MM,
         )
+        sub[~tissue & (depth > 0)] = 0
         labels[box] = sub
     air = background_values(volume.array, _air_threshold(volume.array))
     new = apply_mask(volume.array, labels > 0, mode=mode, air=air, spacing=volume.spacing, seed=seed)
@@ -170,7 +179,7 @@ def deface(
         image,
         grid,
         clipped,
-        deep,
+        (deep, deep_near_brain),
         voxel_mm3=float(np.prod(volume.spacing)),
     )
     for flag in qc.flags:
@@ -227,7 +236,7 @@ def _qc(
     image: np.ndarray,
     grid: Grid,
     clipped: int,
-    deep: int,
+    deep: tuple[int, int],
     *,
     voxel_mm3: float,
 ) -> DefaceQC:
@@ -238,20 +247,21 @@ def _qc(
         for name, exp in expected.items()
         if exp and voxels[name] == 0
     ]
-    # Labels a little deeper than the guard are usual (lids, pinnae); labels where the brain can
-    # begin are not.
-    if deep * voxel_mm3 > 500:
+    # Labels a little deeper than the guard are usual (lids, pinnae, the root of the nose); labels
+    # where the brain can begin are not.
+    deep_all, deep_near_brain = deep
+    if deep_near_brain * voxel_mm3 > 500 or deep_all * voxel_mm3 > 5000:
         flags.append(
-            f"{deep} predicted voxels ({deep * voxel_mm3 / 1000:.1f} ml) lay deeper under the skin than "
-            f"{BRAIN_MARGIN_MM:g} mm past the guard, where the brain can begin, and were not removed: "
-            "check the mask"
+            f"{deep_all} predicted voxels ({deep_all * voxel_mm3 / 1000:.1f} ml) lay deeper under the "
+            f"skin than {BRAIN_MARGIN_MM:g} mm past the guard, where the brain can begin, and were not "
+            "removed: check the mask"
         )
     return DefaceQC(
         voxels=voxels,
         predicted=predicted,
         expected=expected,
         guard_clipped=clipped,
-        deep_predicted=deep,
+        deep_predicted=deep_all,
         flags=flags,
     )
 

@@ -3,7 +3,7 @@
 Run on demand (not in CI):
 
     python benchmarks/bench_deface.py [--head tests/data/heads/chris_t1.nii.gz] [--repeat 3] \\
-        [--deepdefacer-python dd/bin/python | --deepdefacer /path/to/deepdefacer]
+        [--engines auto,torch] [--deepdefacer-python dd/bin/python | --deepdefacer /path/to/deepdefacer]
 
 Each tool runs as a separate process on the same file, interleaved, so the
 times include start-up and file I/O; peak memory is the process's maximum
@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--landmarks", type=Path, default=None, help="default: HEAD's _landmarks.json")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--engines",
+        default="auto",
+        help="comma-separated --engine values of deid deface to time, e.g. auto,torch (default: auto, "
+        "ONNX Runtime on a CPU where it is installed)",
+    )
     args = parser.parse_args(argv)
     deid = shutil.which("deid") or "deid"
     head = args.head.resolve()
@@ -81,15 +87,30 @@ def main(argv: list[str] | None = None) -> int:
         dd_cmd = [args.deepdefacer_python, str(ROOT / "benchmarks" / "deepdefacer_sitk2.py")]
     elif args.deepdefacer:
         dd_cmd = [args.deepdefacer]
-    rows: dict[str, list[tuple[float, float]]] = {"deid deface": [], "deepdefacer": []}
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    ours = {e: f"deid {e}" for e in engines}
+    rows: dict[str, list[tuple[float, float]]] = {**{name: [] for name in ours.values()}, "deepdefacer": []}
     quality = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         for k in range(args.repeat):
-            out = t / f"ours{k}.nii.gz"
-            rows["deid deface"].append(
-                run([deid, "deface", str(head), str(out), "--device", args.device, "-q"])
-            )
+            for engine, name in ours.items():
+                out = t / f"ours{k}_{engine}.nii.gz"
+                rows[name].append(
+                    run(
+                        [
+                            deid,
+                            "deface",
+                            str(head),
+                            str(out),
+                            "--device",
+                            args.device,
+                            "--engine",
+                            engine,
+                            "-q",
+                        ]
+                    )
+                )
             if dd_cmd:
                 dd_out = t / f"dd{k}.nii.gz"
                 # DeepDefacer writes a scratch file into its working folder: give it the temporary one.
@@ -98,19 +119,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
         landmarks = args.landmarks or head.with_name(head.name.split(".")[0] + "_landmarks.json")
         if landmarks.is_file():
-            quality["deid deface"] = landmark_summary(head, t / "ours0.nii.gz", landmarks)
+            for engine, name in ours.items():
+                quality[name] = landmark_summary(head, t / f"ours0_{engine}.nii.gz", landmarks)
             if dd_cmd:
                 quality["deepdefacer"] = landmark_summary(head, t / "dd0.nii.gz", landmarks)
     print(f"head: {args.head.name}; {os.cpu_count()} CPU cores; median of {args.repeat}")
-    print(f"{'tool':<14} {'time s':>8} {'peak MiB':>9}")
+    print(f"{'tool':<18} {'time s':>8} {'peak MiB':>9}")
     med = {}
     for name, values in rows.items():
         if not values:
             continue
         med[name] = statistics.median(v[0] for v in values)
-        print(f"{name:<14} {med[name]:>8.2f} {max(v[1] for v in values):>9.0f}")
-    if len(med) == 2:
-        print(f"deid deface / deepdefacer time ratio: {med['deid deface'] / med['deepdefacer']:.2f}")
+        print(f"{name:<18} {med[name]:>8.2f} {max(v[1] for v in values):>9.0f}")
+    if "deepdefacer" in med:
+        for name in ours.values():
+            print(f"{name} / deepdefacer time ratio: {med[name] / med['deepdefacer']:.2f}")
     for name, summary in quality.items():
         print(f"{name}: {summary}")
     return 0

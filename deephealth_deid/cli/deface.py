@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         metavar="MM",
-        help="also remove the skin between the eyes, nose and mouth to this depth "
+        help="also remove the skin between the eyes, nose and mouth, and around each ear, to this depth "
         "(default 10; 0: the labelled features only)",
     )
     parser.add_argument("--model", type=Path, help="model file (default: the shipped defacing model)")

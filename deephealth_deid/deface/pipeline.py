@@ -20,7 +20,7 @@ import numpy as np
 from ..io.volume import Volume
 from .apply import apply_mask, background_values
 from .conform import Grid, conform, grid_depth, head_threshold, map_back_labels, sample_on_native
-from .postprocess import FACE_LABELS, fill_face, front_box, grow_and_guard, keep_plausible_components
+from .postprocess import FACE_LABELS, fill_face, grow_and_guard, keep_plausible_components, open_box
 
 __all__ = ["FEATURE_NAMES", "DefaceQC", "DefaceResult", "deface", "Predictor"]
 
@@ -107,9 +107,10 @@ def deface(
         margin_mm: The mask grows by this much over the head's surface layer.
         max_depth_mm: Nothing deeper under the skin is ever changed; keeps the
             brain and the eyeballs bit-identical.
-        face_depth_mm: The skin between the eyes, nose and mouth is removed to
-            this depth too (:func:`~.postprocess.fill_face`), so the nasion and
-            the bridge of the nose go even where the network's labels are
+        face_depth_mm: The skin between the eyes, nose and mouth, and around
+            each ear, is removed to this depth too
+            (:func:`~.postprocess.fill_face`), so the nasion, the bridge of the
+            nose and whole pinnae go even where the network's labels are
             patchy; 0 removes the labelled features only. At most
             ``max_depth_mm``.
         seed: Seed of the noise modes.
@@ -137,7 +138,7 @@ def deface(
     fill = face_depth_mm > 0
     box = _box(native_labels > 0, volume.spacing, pad_mm=margin_mm + 2.0)
     if box is not None and fill:
-        box = _union(box, _face_box(native_labels, volume))
+        box = _union(box, _fill_box(native_labels, volume))
     predicted = _counts(native_labels[box] if box is not None else native_labels[:0])
     labels = np.zeros_like(native_labels)
     clipped = deep = deep_near_brain = 0
@@ -200,13 +201,23 @@ def _box(mask: np.ndarray, spacing: tuple[float, ...], *, pad_mm: float) -> tupl
     return tuple(box)
 
 
-def _face_box(labels: np.ndarray, volume: Volume) -> tuple[slice, ...] | None:
-    """Where the face fill can reach: the face features' box grown by the fill's margin, open to the front."""
+def _fill_box(labels: np.ndarray, volume: Volume) -> tuple[slice, ...] | None:
+    """Where the fill can reach: the face's box open to the front, and the ears' box (grown by the margin)."""
+    ras_of = lambda idx: idx @ volume.affine[:3, :3].T + volume.affine[:3, 3]  # noqa: E731
+    pad = FACE_MARGIN_MM + 2.0
+    boxes = []
     face = np.argwhere(np.isin(labels, FACE_LABELS))
-    if face.size == 0:
+    if face.size:
+        boxes.append(open_box(ras_of(face), volume.affine, labels.shape, pad, 1, 1.0))
+    ears = np.argwhere(labels == 4)
+    if ears.size:
+        boxes.append(open_box(ras_of(ears), volume.affine, labels.shape, pad))
+    if not boxes:
         return None
-    ras = face @ volume.affine[:3, :3].T + volume.affine[:3, 3]
-    return front_box(ras, volume.affine, labels.shape, FACE_MARGIN_MM + 2.0)
+    box = boxes[0]
+    for other in boxes[1:]:
+        box = _union(box, other)
+    return box
 
 
 def _union(a: tuple[slice, ...], b: tuple[slice, ...] | None) -> tuple[slice, ...]:

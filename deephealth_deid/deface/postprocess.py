@@ -1,6 +1,6 @@
 """From raw network labels to a safe removal mask.
 
-Three steps, each one a safeguard against a known way defacers fail:
+Four steps, each one a safeguard against a known way defacers fail:
 
 1. keep plausible components: at most two eyes, one nose, one mouth, two ears,
    and nothing smaller than a real feature (stray voxels in the brain or the
@@ -14,8 +14,10 @@ Three steps, each one a safeguard against a known way defacers fail:
 4. the face fill: the skin between the eyes, the nose and the mouth (the
    nasion, the bridge and the dorsum of the nose, where the network's labels
    are thinnest and where a cut field of view leaves only part of a nose) is
-   peeled to ``face_depth_mm`` inside the convex hull of the features found.
-   Air inside the head (nasal cavity, mouth) and everything deeper stay.
+   peeled to ``face_depth_mm`` inside the outline of the features found, seen
+   from the front; each ear likewise inside its outline seen from its side,
+   so a pinna the network labelled in part goes whole. Air inside the head
+   (nasal cavity, mouth) and everything deeper stay.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ __all__ = [
     "FACE_LABELS",
     "MAX_COMPONENTS",
     "fill_face",
-    "front_box",
+    "open_box",
     "grow_and_guard",
     "keep_plausible_components",
     "surface_depth",
@@ -125,7 +127,7 @@ def _grow(out: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, floa
         best[box][closer] = dist[closer]
 
 
-#: The central face: eyes, nose and mouth (the ears are filled by their own labels only).
+#: The central face: eyes, nose and mouth (each ear is filled from its own outline).
 FACE_LABELS: tuple[int, ...] = (1, 2, 3)
 
 
@@ -138,15 +140,17 @@ def fill_face(
     face_depth_mm: float,
     margin_mm: float,
 ) -> np.ndarray:
-    """Add the face's skin between the features to ``labels``.
+    """Add the skin between the features to ``labels``: the face, and around each ear.
 
     Seen from the front, the face is the outline (convex hull) of the eye,
     nose and mouth voxels in the subject's left-right / up-down plane, grown by
     ``margin_mm``. A voxel is added when it lies in that outline, no further
     back than the features' rearmost voxel, within ``face_depth_mm`` of the
-    skin (``0 < depth <= face_depth_mm``), and is tissue, not air. It takes the
-    label of the nearest feature voxel. Nothing happens without eyes, or when
-    the features lie on one line.
+    skin (``0 < depth <= face_depth_mm``), and is tissue, not air. Each ear is
+    filled the same way seen from its side: the outline of its voxels in the
+    front-back / up-down plane, no further in than its innermost voxel. A voxel
+    takes the label of the nearest feature voxel. The face is not filled
+    without eyes, nor an ear without a side to look from (eyes, or both ears).
 
     Args:
         labels: Labels 0-4 (a modified copy is returned).
@@ -154,46 +158,102 @@ def fill_face(
         tissue: Voxels brighter than air, same shape.
         affine: Voxel indices of ``labels`` to RAS mm.
         face_depth_mm: How deep under the skin the fill goes; 0 turns it off.
-        margin_mm: How far beyond the outline and behind the features the fill reaches.
+        margin_mm: How far beyond the outlines and behind the features the fill reaches.
 
     Returns:
-        The labels with the face filled.
+        The labels with the face and the ears filled.
     """
-    if face_depth_mm <= 0 or not (labels == 1).any():
+    if face_depth_mm <= 0 or not (labels > 0).any():
         return labels
-    face_idx = np.argwhere(np.isin(labels, FACE_LABELS))
-    face_ras = _to_ras(face_idx, affine)
-    try:
-        outline = ConvexHull(face_ras[:, [0, 2]])  # x (left-right) and z (down-up)
-    except (QhullError, ValueError):  # too few points, or all on one line
-        return labels
-    # Only the features' box grown by the margin, and open towards the front, can hold the fill.
-    sub = front_box(face_ras, affine, labels.shape, margin_mm)
-    corner = np.array([sl.start for sl in sub])
-    idx = np.argwhere(tissue[sub] & (depth[sub] > 0) & (depth[sub] <= face_depth_mm) & (labels[sub] == 0))
-    idx += corner
-    ras = _to_ras(idx, affine)
-    # In front of the rearmost feature voxel, and inside the outline grown by the margin:
-    # for every edge (unit normal n, offset b) n.p + b <= margin.
-    keep = ras[:, 1] >= face_ras[:, 1].min() - margin_mm
-    normals, offsets = outline.equations[:, :2], outline.equations[:, 2]
-    keep[keep] = (ras[keep][:, [0, 2]] @ normals.T + offsets <= margin_mm).all(axis=1)
-    if not keep.any():
-        return labels
-    _, nearest = cKDTree(face_ras).query(ras[keep])
     out = labels.copy()
-    out[tuple(idx[keep].T)] = labels[tuple(face_idx[nearest].T)]
+    if (labels == 1).any():
+        face = np.argwhere(np.isin(labels, FACE_LABELS))
+        _fill_outline(out, labels, face, depth, tissue, affine, (0, 2), 1, 1.0, face_depth_mm, margin_mm)
+    for ear, side in _ears(labels, affine):
+        _fill_outline(out, labels, ear, depth, tissue, affine, (1, 2), 0, side, face_depth_mm, margin_mm)
     return out
 
 
-def front_box(
-    ras: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], margin_mm: float
+def _ears(labels: np.ndarray, affine: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """Each ear's voxel indices and the side it is seen from (-1: the subject's left, +1: right).
+
+    The side comes from the ear's place against the eyes' midline, or, without
+    eyes, against the other ear; a lone ear without eyes is left as labelled.
+    """
+    comp, n = ndimage.label(labels == 4)
+    ears = [np.argwhere(comp == k) for k in range(1, n + 1)]
+    centres = [_to_ras(e, affine)[:, 0].mean() for e in ears]
+    if (labels == 1).any():
+        midline = _to_ras(np.argwhere(labels == 1), affine)[:, 0].mean()
+    elif len(ears) == 2:
+        midline = float(np.mean(centres))
+    else:
+        return []
+    return [(e, 1.0 if c > midline else -1.0) for e, c in zip(ears, centres, strict=True)]
+
+
+def _fill_outline(
+    out: np.ndarray,
+    labels: np.ndarray,
+    feature: np.ndarray,
+    depth: np.ndarray,
+    tissue: np.ndarray,
+    affine: np.ndarray,
+    plane: tuple[int, int],
+    axis: int,
+    direction: float,
+    depth_mm: float,
+    margin_mm: float,
+) -> None:
+    """Label in ``out`` the shallow tissue inside the outline of ``feature`` seen along ``axis``.
+
+    ``feature`` holds voxel indices, seen from ``direction`` (+1 or -1) along RAS
+    ``axis``; ``plane`` names the two RAS axes of the outline. Voxels count when
+    they lie within ``margin_mm`` of the outline, no further from the viewer
+    than ``margin_mm`` beyond the feature's farthest voxel, at
+    ``0 < depth <= depth_mm``, are tissue and unlabelled.
+    """
+    ras = _to_ras(feature, affine)
+    try:
+        outline = ConvexHull(ras[:, list(plane)])
+    except (QhullError, ValueError):  # too few points, or all on one line
+        return
+    sub = open_box(ras, affine, labels.shape, margin_mm, axis, direction)
+    corner = np.array([sl.start for sl in sub])
+    idx = np.argwhere(tissue[sub] & (depth[sub] > 0) & (depth[sub] <= depth_mm) & (labels[sub] == 0))
+    idx += corner
+    cand = _to_ras(idx, affine)
+    # Towards the viewer from the farthest feature voxel, and inside the outline grown by the
+    # margin: for every edge (unit normal n, offset b) n.p + b <= margin.
+    keep = direction * cand[:, axis] >= (direction * ras[:, axis]).min() - margin_mm
+    normals, offsets = outline.equations[:, :2], outline.equations[:, 2]
+    keep[keep] = (cand[keep][:, list(plane)] @ normals.T + offsets <= margin_mm).all(axis=1)
+    if not keep.any():
+        return
+    _, nearest = cKDTree(ras).query(cand[keep])
+    out[tuple(idx[keep].T)] = labels[tuple(feature[nearest].T)]
+
+
+def open_box(
+    ras: np.ndarray,
+    affine: np.ndarray,
+    shape: tuple[int, ...],
+    margin_mm: float,
+    axis: int = 0,
+    direction: float = 0.0,
 ) -> tuple[slice, ...]:
-    """Index box holding the RAS box of ``ras`` grown by ``margin_mm`` and open towards the front (+y)."""
+    """Index box holding the RAS box of ``ras`` grown by ``margin_mm``.
+
+    With a ``direction`` (+1 or -1), the box is open along RAS ``axis`` that way, up to the
+    array's edge.
+    """
     corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1).T
-    front = _to_ras(corners, affine)[:, 1].max()
+    edge = _to_ras(corners, affine)[:, axis]
     lo, hi = ras.min(axis=0) - margin_mm, ras.max(axis=0) + margin_mm
-    hi[1] = max(hi[1], front)
+    if direction > 0:
+        hi[axis] = max(hi[axis], edge.max())
+    elif direction < 0:
+        lo[axis] = min(lo[axis], edge.min())
     box = np.array(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1).T
     inv = np.linalg.inv(affine)
     ijk = box @ inv[:3, :3].T + inv[:3, 3]

@@ -201,17 +201,22 @@ def test_eddl_engine_missing_names_what_to_install():
     assert "pip install pyeddl" in out.stdout and "conda" in out.stdout and "--engine torch" in out.stdout
 
 
-def test_missing_torch_names_what_to_install():
-    # Hide torch in a child process: the user without torch must be told to install it.
+def _message_without(module: str, engine: str) -> str:
+    """The error a user gets from get_engine(engine) when ``module`` cannot be imported (child process)."""
     code = (
-        "import sys; sys.modules['torch'] = None\n"
+        f"import sys; sys.modules[{module!r}] = None\n"
         "from deephealth_deid.engines import get_engine\n"
         "from deephealth_deid.errors import EngineUnavailableError\n"
-        "try:\n    get_engine('torch', device='cpu')\n"
+        f"try:\n    get_engine({engine!r}, device='cpu')\n"
         "except EngineUnavailableError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install torch" in out.stdout and "torch==2.13.0" in out.stdout
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_missing_torch_names_what_to_install():
+    # Hide torch in a child process: the user without torch must be told to install it.
+    out = _message_without("torch", "torch")
+    assert "pip install torch" in out and "torch==2.13.0" in out
 
 
 def test_no_engine_at_all_lists_both_install_routes(monkeypatch):
@@ -632,12 +637,5 @@ def test_onnxruntime_engine_does_not_train_and_says_what_to_use(ort_engine):
 
 
 def test_missing_onnxruntime_names_what_to_install():
-    code = (
-        "import sys; sys.modules['onnxruntime'] = None\n"
-        "from deephealth_deid.engines import get_engine\n"
-        "from deephealth_deid.errors import EngineUnavailableError\n"
-        "try:\n    get_engine('onnxruntime', device='cpu')\n"
-        "except EngineUnavailableError as e:\n    print(e)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install deephealth_deid[onnx]" in out.stdout and "--engine torch" in out.stdout
+    out = _message_without("onnxruntime", "onnxruntime")
+    assert "pip install deephealth_deid[onnx]" in out and "--engine torch" in out

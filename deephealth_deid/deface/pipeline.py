@@ -20,7 +20,7 @@ import numpy as np
 from ..io.volume import Volume
 from .apply import apply_mask, background_values
 from .conform import Grid, conform, grid_depth, head_threshold, map_back_labels, sample_on_native
-from .postprocess import FACE_LABELS, fill_face, grow_and_guard, keep_plausible_components, open_box
+from .postprocess import FACE_LABELS, fill_face, grow_and_guard, keep_plausible_components, open_box, to_ras
 
 __all__ = ["FEATURE_NAMES", "DefaceQC", "DefaceResult", "deface", "Predictor"]
 
@@ -203,15 +203,14 @@ def _box(mask: np.ndarray, spacing: tuple[float, ...], *, pad_mm: float) -> tupl
 
 def _fill_box(labels: np.ndarray, volume: Volume) -> tuple[slice, ...] | None:
     """Where the fill can reach: the face's box open to the front, and the ears' box (grown by the margin)."""
-    ras_of = lambda idx: idx @ volume.affine[:3, :3].T + volume.affine[:3, 3]  # noqa: E731
     pad = FACE_MARGIN_MM + 2.0
     boxes = []
     face = np.argwhere(np.isin(labels, FACE_LABELS))
     if face.size:
-        boxes.append(open_box(ras_of(face), volume.affine, labels.shape, pad, 1, 1.0))
+        boxes.append(open_box(to_ras(face, volume.affine), volume.affine, labels.shape, pad, 1, 1.0))
     ears = np.argwhere(labels == 4)
     if ears.size:
-        boxes.append(open_box(ras_of(ears), volume.affine, labels.shape, pad))
+        boxes.append(open_box(to_ras(ears, volume.affine), volume.affine, labels.shape, pad))
     if not boxes:
         return None
     box = boxes[0]

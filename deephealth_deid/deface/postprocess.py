@@ -34,6 +34,7 @@ __all__ = [
     "grow_and_guard",
     "keep_plausible_components",
     "surface_depth",
+    "to_ras",
 ]
 
 #: Most components each feature may have (1 eyes, 2 nose, 3 mouth, 4 ears).
@@ -182,9 +183,9 @@ def _ears(labels: np.ndarray, affine: np.ndarray) -> list[tuple[np.ndarray, floa
     """
     comp, n = ndimage.label(labels == 4)
     ears = [np.argwhere(comp == k) for k in range(1, n + 1)]
-    centres = [_to_ras(e, affine)[:, 0].mean() for e in ears]
+    centres = [to_ras(e, affine)[:, 0].mean() for e in ears]
     if (labels == 1).any():
-        midline = _to_ras(np.argwhere(labels == 1), affine)[:, 0].mean()
+        midline = to_ras(np.argwhere(labels == 1), affine)[:, 0].mean()
     elif len(ears) == 2:
         midline = float(np.mean(centres))
     else:
@@ -213,7 +214,7 @@ def _fill_outline(
     than ``margin_mm`` beyond the feature's farthest voxel, at
     ``0 < depth <= depth_mm``, are tissue and unlabelled.
     """
-    ras = _to_ras(feature, affine)
+    ras = to_ras(feature, affine)
     try:
         outline = ConvexHull(ras[:, list(plane)])
     except (QhullError, ValueError):  # too few points, or all on one line
@@ -222,7 +223,7 @@ def _fill_outline(
     corner = np.array([sl.start for sl in sub])
     idx = np.argwhere(tissue[sub] & (depth[sub] > 0) & (depth[sub] <= depth_mm) & (labels[sub] == 0))
     idx += corner
-    cand = _to_ras(idx, affine)
+    cand = to_ras(idx, affine)
     # Towards the viewer from the farthest feature voxel, and inside the outline grown by the
     # margin: for every edge (unit normal n, offset b) n.p + b <= margin.
     keep = direction * cand[:, axis] >= (direction * ras[:, axis]).min() - margin_mm
@@ -248,7 +249,7 @@ def open_box(
     array's edge.
     """
     corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1).T
-    edge = _to_ras(corners, affine)[:, axis]
+    edge = to_ras(corners, affine)[:, axis]
     lo, hi = ras.min(axis=0) - margin_mm, ras.max(axis=0) + margin_mm
     if direction > 0:
         hi[axis] = max(hi[axis], edge.max())
@@ -262,6 +263,6 @@ def open_box(
     return tuple(slice(int(a), int(b)) for a, b in zip(first, last, strict=True))
 
 
-def _to_ras(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:
+def to_ras(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """``(n, 3)`` voxel indices to ``(n, 3)`` RAS mm."""
     return idx @ affine[:3, :3].T + affine[:3, 3]

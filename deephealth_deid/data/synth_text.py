@@ -11,8 +11,11 @@ Backgrounds (``modalities``):
   with a cortex (long bones, ribs, vertebrae), sometimes metal, collimation
   edges (bright or black outside), gamma and noise;
 * ``screen``: a CT or MR screen capture: dark background, one panel or a grid
-  of panels, each with a round or oval "slice" (head or body, CT- or MR-like),
-  panel borders, sometimes a toolbar;
+  of panels, each with a slice (CT- or MR-like): of a body (drawn ovals) or a
+  head (mostly a slice through one of the real head templates of
+  :mod:`~deephealth_deid.data.head_templates` in a random orientation, zoom
+  and contrast, so gyri, vessels and bone edges at every scale teach what is
+  not text; else drawn ovals), panel borders, sometimes a toolbar;
 * ``ultrasound``: black background, a sector (phased or curvilinear) or a
   linear-probe rectangle of speckle with cysts, fascia and depth attenuation,
   sometimes a grey-scale bar, depth ticks, a focus marker and, on RGB images,
@@ -848,6 +851,64 @@ def _slice(r: np.random.Generator, n: int, kind: str) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
+#: Fraction of head panels of a screen capture drawn from a real head template rather than an oval.
+_TEMPLATE_PANELS = 0.8
+
+
+@functools.cache
+def _template_tissues() -> tuple[np.ndarray, ...]:
+    """The tissue maps of the shipped head templates (real anatomy: gyri, orbits, sinuses)."""
+    from .head_templates import load_templates
+
+    return tuple(np.ascontiguousarray(t.tissue) for t in load_templates())
+
+
+def _anatomy_slice(r: np.random.Generator, n: int) -> np.ndarray:
+    """A slice through a real head template at ``n x n``, values 0..1, in a random MR or CT contrast.
+
+    The ovals of :func:`_slice` teach nothing about real anatomy; at small
+    sizes (a 64-pixel thumbnail, a zoomed view of an orbit) gyri, vessels and
+    the skull's edges make short strokes that look like glyphs, and the
+    detector must learn they are not text.
+    """
+    tissues = _template_tissues()
+    t = tissues[int(r.integers(len(tissues)))]
+    axis = int(r.choice(3, p=[0.3, 0.3, 0.4]))
+    head = np.nonzero((t != 0).any(axis=tuple(a for a in range(3) if a != axis)))[0]
+    k = round(head[0] + (head[-1] - head[0]) * r.uniform(0.15, 0.85))
+    sl = np.take(t, k, axis=axis)
+    rows, cols = np.nonzero(sl)
+    if rows.size == 0:
+        return _slice(r, n, "head")
+    y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    if r.random() < 0.35:  # a zoomed view of part of the head
+        f = r.uniform(0.35, 0.8)
+        hh, ww = max(8, round((y1 - y0) * f)), max(8, round((x1 - x0) * f))
+        y0 = int(r.integers(y0, max(y0 + 1, y1 - hh + 1)))
+        x0 = int(r.integers(x0, max(x0 + 1, x1 - ww + 1)))
+        y1, x1 = y0 + hh, x0 + ww
+    side = max(y1 - y0, x1 - x0)
+    pad = round(side * r.uniform(0.0, 0.12))
+    canvas = np.zeros((side + 2 * pad,) * 2, sl.dtype)
+    oy, ox = pad + (side - (y1 - y0)) // 2, pad + (side - (x1 - x0)) // 2
+    canvas[oy : oy + y1 - y0, ox : ox + x1 - x0] = sl[y0:y1, x0:x1]
+    canvas = np.rot90(canvas, int(r.integers(4)))
+    if r.random() < 0.5:
+        canvas = canvas[:, ::-1]
+    lut = r.uniform(0.05, 1.0, 32).astype(np.float32)  # an MR contrast, or anything
+    if r.random() < 0.35:  # CT: bone bright, soft tissue grey, fat darker, air black
+        lut[:] = r.uniform(0.3, 0.45)
+        lut[[4, 5]] = r.uniform(0.8, 1.0)
+        lut[[2, 12]] = r.uniform(0.15, 0.25)
+        lut[[6, 10]] = r.uniform(0.28, 0.35)
+    lut[[0, 11]] = r.uniform(0.0, 0.05)
+    img = lut[canvas] * (1.0 + 0.08 * _smooth(r, *canvas.shape, 8))
+    img = _resize(img, n, n)
+    img = ndi.gaussian_filter(img, r.uniform(0.0, 1.0))
+    img += r.uniform(0.0, 0.04) * r.standard_normal((n, n), dtype=np.float32)
+    return np.clip(img, 0.0, 1.0)
+
+
 def _screen(r: np.random.Generator, h: int, w: int, rgb: bool, info: dict[str, Any]) -> np.ndarray:
     layouts = ((1, 1), (1, 1), (1, 2), (2, 1), (2, 2), (2, 2), (1, 3), (2, 3), (3, 3), (3, 4), (4, 4), (4, 5))
     rows, cols = _choice(r, layouts)
@@ -879,7 +940,10 @@ def _screen(r: np.random.Generator, h: int, w: int, rgb: bool, info: dict[str, A
         i, j = divmod(k, cols)
         y0, x0 = top + gap + i * (ph + gap), gap + j * (pw + gap)
         n = min(256, max(16, min(ph, pw)))
-        sl = _slice(r, n, kind) * r.uniform(0.7, 1.0)
+        if kind == "head" and r.random() < _TEMPLATE_PANELS:
+            sl = _anatomy_slice(r, n) * r.uniform(0.7, 1.0)
+        else:
+            sl = _slice(r, n, kind) * r.uniform(0.7, 1.0)
         side = min(ph, pw)
         sl = _resize(sl, side, side)
         oy, ox = y0 + (ph - side) // 2, x0 + (pw - side) // 2

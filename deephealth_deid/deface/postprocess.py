@@ -231,8 +231,20 @@ def _fill_outline(
     keep[keep] = (cand[keep][:, list(plane)] @ normals.T + offsets <= margin_mm).all(axis=1)
     if not keep.any():
         return
-    _, nearest = cKDTree(ras).query(cand[keep])
-    out[tuple(idx[keep].T)] = labels[tuple(feature[nearest].T)]
+    # The nearest feature voxel of a voxel outside the feature is on its surface: the tree holds
+    # only those (a fifth of the voxels, and 10x faster queries on chris_t1).
+    surface = _surface(feature)
+    _, nearest = cKDTree(to_ras(surface, affine)).query(cand[keep])
+    out[tuple(idx[keep].T)] = labels[tuple(surface[nearest].T)]
+
+
+def _surface(idx: np.ndarray) -> np.ndarray:
+    """The voxels of ``idx`` (``(n, 3)`` indices) with a face-neighbour outside the set."""
+    lo = idx.min(axis=0) - 1
+    mask = np.zeros(tuple(idx.max(axis=0) - lo + 2), bool)
+    mask[tuple((idx - lo).T)] = True
+    inner = ndimage.binary_erosion(mask)
+    return np.argwhere(mask & ~inner) + lo
 
 
 def open_box(

@@ -17,7 +17,7 @@ import logging
 
 from . import errors
 from ._version import __version__
-from .deface import DefaceResult, deface, deface_file
+from .deface import DefaceResult, deface, deface_batch, deface_file
 from .errors import DeidError
 from .io import Image, Volume, load_image, load_volume, save_image, save_volume
 from .text import RedactResult, redact_file, redact_text, redact_text_file
@@ -33,6 +33,7 @@ __all__ = [
     "load_image",
     "save_image",
     "deface",
+    "deface_batch",
     "deface_file",
     "DefaceResult",
     "redact_text",

@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "deephealth_deid.cli.deface",
         "remove the face from a head MRI, output in the input's format",
     ),
+    "deface-batch": (
+        "deephealth_deid.cli.deface_batch",
+        "deface every head MRI under folders, with a report; resumes after a stop",
+    ),
     "redact": (
         "deephealth_deid.cli.redact",
         "remove identifying burned-in text from a 2D image, output in the input's format",

@@ -25,6 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", type=Path, help="output file (.nii/.nii.gz) or folder (DICOM series)")
     parser.add_argument("--save-mask", type=Path, metavar="MASK", help="also write the removal mask (NIfTI)")
     parser.add_argument("--qc", type=Path, metavar="QC.png", help="also write a QC picture (PNG)")
+    add_deface_options(parser)
+    parser.add_argument("--volume", type=int, metavar="N", help="volume index of a 4D NIfTI file (0-based)")
+    parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder of several")
+    parser.add_argument("--json", action="store_true", help="print the QC record as JSON")
+    parser.add_argument("-f", "--force", action="store_true", help="replace existing outputs")
+    return parser
+
+
+def add_deface_options(parser: argparse.ArgumentParser) -> None:
+    """The defacing options that ``deid deface`` and ``deid deface-batch`` share."""
     parser.add_argument("--mode", choices=("zero", "noise", "blur"), default="zero", help="default: zero")
     parser.add_argument("--margin-mm", type=float, default=3.0, help="grow the mask by this much (default 3)")
     parser.add_argument(
@@ -38,11 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, help="model file (default: the shipped defacing model)")
     parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="default: auto")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    parser.add_argument("--volume", type=int, metavar="N", help="volume index of a 4D NIfTI file (0-based)")
-    parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder of several")
-    parser.add_argument("--json", action="store_true", help="print the QC record as JSON")
-    parser.add_argument("-f", "--force", action="store_true", help="replace existing outputs")
-    return parser
+
+
+def deface_options(args: argparse.Namespace) -> dict[str, object]:
+    """The :func:`~deephealth_deid.deface.deface` keyword arguments of :func:`add_deface_options`."""
+    return {
+        "mode": args.mode,
+        "margin_mm": args.margin_mm,
+        "face_depth_mm": args.face_depth,
+        "model": args.model,
+        "engine": args.engine,
+        "device": args.device,
+    }
 
 
 def _deface(args: argparse.Namespace) -> int:
@@ -56,12 +73,7 @@ def _deface(args: argparse.Namespace) -> int:
         overwrite=args.force,
         index=args.volume,
         series_uid=args.series,
-        mode=args.mode,
-        margin_mm=args.margin_mm,
-        face_depth_mm=args.face_depth,
-        model=args.model,
-        engine=args.engine,
-        device=args.device,
+        **deface_options(args),
     )
     qc = result.qc
     if args.json:

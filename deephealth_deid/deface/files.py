@@ -11,7 +11,7 @@ from ..io import load_volume, save_volume
 from ..io._files import atomic_file, check_output
 from .pipeline import DefaceResult, deface
 
-__all__ = ["deface_file", "write_qc_png"]
+__all__ = ["check_outputs", "deface_file", "write_outputs", "write_qc_png"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,30 @@ def deface_file(
     Returns:
         The :class:`~.pipeline.DefaceResult`.
     """
+    check_outputs(src, dst, save_mask=save_mask, qc=qc, overwrite=overwrite)
+    volume = load_volume(src, index=index, series_uid=series_uid)
+    result = deface(volume, **options)
+    write_outputs(result, volume, dst, save_mask=save_mask, qc=qc, overwrite=overwrite)
+    log.info("%s: removed %s", Path(src).name, result.qc.voxels)
+    return result
+
+
+def check_outputs(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    save_mask: PathLike | None = None,
+    qc: PathLike | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Check, before any work, that the outputs of :func:`deface_file` may be written.
+
+    Raises:
+        ValueError: Two outputs share a path.
+        OutputError: An output is an input, lies inside it, or has no folder; the
+            mask is not a NIfTI path.
+        OutputExistsError: An output exists and ``overwrite`` is false.
+    """
     outputs = [Path(dst)] + [Path(p) for p in (save_mask, qc) if p is not None]
     if len({o.resolve() for o in outputs}) != len(outputs):
         raise ValueError("the output, mask and QC paths must differ")
@@ -68,12 +92,20 @@ def deface_file(
         from ..errors import OutputError
 
         raise OutputError(f"{save_mask}: the mask is written as NIfTI; give a path ending in .nii or .nii.gz")
-    volume = load_volume(src, index=index, series_uid=series_uid)
-    result = deface(volume, **options)
+
+
+def write_outputs(
+    result: DefaceResult,
+    before: Any,
+    dst: PathLike,
+    *,
+    save_mask: PathLike | None = None,
+    qc: PathLike | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write the defaced volume (in its input's format), and the mask and QC picture when asked."""
     save_volume(result.volume, dst, overwrite=overwrite)
     if save_mask is not None:
         save_volume(result.mask, save_mask, overwrite=overwrite)
     if qc is not None:
-        write_qc_png(result, volume, qc, overwrite=overwrite)
-    log.info("%s: removed %s", Path(src).name, result.qc.voxels)
-    return result
+        write_qc_png(result, before, qc, overwrite=overwrite)

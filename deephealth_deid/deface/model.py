@@ -30,6 +30,7 @@ def _load(path: str, sha256: str | None, engine: str, device: str):
         raise ModelCheckError(
             f"{path}: not a defacing model ({spec.ndim}D, {spec.classes} classes; need 3D, 5)"
         )
+    warn_if_not_validated(metadata, path, "defacing", "every case")  # once per model, not per case
     return eng, net, spec, metadata
 
 
@@ -54,7 +55,6 @@ def load_predictor(model: str | Path | None, *, engine: str = "auto", device: st
     else:
         path, sha256 = str(Path(model)), None
     eng, net, spec, metadata = _load(path, sha256, engine, device)
-    warn_if_not_validated(metadata, path, "defacing", "every case")
     grid = metadata.get("grid", {})
     spacing = float(grid.get("spacing_mm", DEFAULT_GRID[0]))
     shape = tuple(int(s) for s in grid.get("shape", DEFAULT_GRID[1]))

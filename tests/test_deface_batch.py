@@ -1,0 +1,157 @@
+"""Defacing a cohort: cases found under folders, outputs mirrored, a report, failures isolated, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_deface_pipeline import oracle_for
+
+import deephealth_deid as dd
+from deephealth_deid.data.phantom import make_phantom_head
+from deephealth_deid.deface.batch import REPORT_NAME, deface_batch, find_cases
+from deephealth_deid.errors import InputNotFoundError, OutputError
+from deephealth_deid.io.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def phantom() -> tuple[Volume, Volume]:
+    return make_phantom_head(spacing=2.0, seed=3)
+
+
+@pytest.fixture()
+def cohort(tmp_path: Path, phantom) -> Path:
+    """site1/sub-01.nii.gz, site1/sub-02.nii, site2/sub-03/ (a DICOM series), site2/broken.nii.gz."""
+    import dicom_factory as fac
+
+    image, _ = phantom
+    root = tmp_path / "cohort"
+    (root / "site1").mkdir(parents=True)
+    (root / "site2").mkdir()
+    dd.save_volume(image, root / "site1" / "sub-01.nii.gz")
+    dd.save_volume(image, root / "site1" / "sub-02.nii")
+    stored = np.clip(image.array, 0, None).astype(np.uint16)
+    arr = np.ascontiguousarray(np.transpose(stored, (1, 0, 2))[::-1])
+    fac.write_series(
+        root / "site2" / "sub-03",
+        arr,
+        modality="MR",
+        orientation=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0),
+        pixel_spacing=(2.0, 2.0),
+        slice_step=2.0,
+    )
+    (root / "site2" / "broken.nii.gz").write_bytes(b"not a volume")
+    (root / ".hidden").mkdir()
+    dd.save_volume(image, root / ".hidden" / "sub-99.nii.gz")
+    return root
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / REPORT_NAME).read_text().splitlines()]
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_cases_are_found_and_named_by_their_path(cohort, tmp_path):
+    cases = find_cases([cohort], tmp_path / "out")
+    assert [(c.name, c.dicom) for c in cases] == [
+        ("site1/sub-01.nii.gz", False),
+        ("site1/sub-02.nii", False),
+        ("site2/broken.nii.gz", False),
+        ("site2/sub-03", True),
+    ]
+    listing = tmp_path / "cases.txt"
+    listing.write_text(f"# two cases\n{cohort / 'site1' / 'sub-02.nii'}\n\n{cohort / 'site2' / 'sub-03'}\n")
+    assert [c.name for c in find_cases([listing], tmp_path / "out")] == ["site1/sub-02.nii", "site2/sub-03"]
+    with pytest.raises(InputNotFoundError):
+        find_cases([tmp_path / "nowhere"], tmp_path / "out")
+    # the output folder inside the input is never searched
+    inside = cohort / "defaced"
+    dd.save_volume(
+        dd.load_volume(cohort / "site1" / "sub-01.nii.gz"), (inside.mkdir() or inside) / "x.nii.gz"
+    )
+    assert all(not c.name.startswith("defaced") for c in find_cases([cohort], inside))
+
+
+def test_batch_defaces_reports_isolates_failures_and_resumes(cohort, tmp_path, phantom):
+    _, labels = phantom
+    before = _snapshot(cohort)
+    out = tmp_path / "out"
+    cases = find_cases([cohort], out)
+    seen = []
+    # The oracle knows the NIfTI cases' layout; on the DICOM series (another origin) it finds no eyes,
+    # so that case is defaced but flagged for review, as a real case without eyes would be.
+    summary = deface_batch(
+        cases, out, qc=True, save_mask=True, predictor=oracle_for(labels), on_case=lambda *a: seen.append(a)
+    )
+    assert summary.counts == {"defaced": 2, "flagged": 1, "failed": 1, "skipped": 0}
+    assert not summary.ok
+    assert _snapshot(cohort) == before  # inputs untouched
+    recs = {r["case"]: r for r in _records(out)}
+    assert (
+        recs["site2/broken.nii.gz"]["status"] == "failed"
+        and "broken.nii.gz" in recs["site2/broken.nii.gz"]["error"]
+    )
+    assert [k for k, n, _ in seen] == [1, 2, 3, 4] and all(n == 4 for _, n, _ in seen)
+    for name in ("site1/sub-01.nii.gz", "site1/sub-02.nii"):
+        assert recs[name]["status"] == "defaced" and recs[name]["voxels"]["nose"] > 0
+        got = dd.load_volume(out / name)
+        ref = dd.deface(dd.load_volume(cohort / name), predictor=oracle_for(labels))
+        assert np.array_equal(got.array, ref.volume.array)
+    assert (out / "site1" / "sub-01_qc.png").stat().st_size > 0
+    assert (out / "site1" / "sub-02_mask.nii.gz").stat().st_size > 0
+    assert recs["site2/sub-03"]["status"] == "flagged" and recs["site2/sub-03"]["flags"]
+    series = dd.load_volume(out / "site2" / "sub-03")
+    assert series.shape == dd.load_volume(cohort / "site2" / "sub-03").shape
+    assert len(list((out / "site2" / "sub-03").iterdir())) == len(
+        list((cohort / "site2" / "sub-03").iterdir())
+    )
+    assert (out / "site2" / "sub-03_qc.png").is_file()
+
+    # Run again: the defaced cases are skipped, the failed one is tried again, nothing is rewritten.
+    stamp = (out / "site1" / "sub-01.nii.gz").stat().st_mtime_ns
+    again = deface_batch(cases, out, qc=True, save_mask=True, predictor=oracle_for(labels))
+    assert again.counts["skipped"] == 3 and again.counts["failed"] == 1
+    assert (out / "site1" / "sub-01.nii.gz").stat().st_mtime_ns == stamp
+    assert len(_records(out)) == 5
+
+    # An output that exists without a record is never replaced without overwrite.
+    (out / REPORT_NAME).unlink()
+    third = deface_batch(cases[:1], out, predictor=oracle_for(labels))
+    assert third.counts["failed"] == 1 and "already exists" in _records(out)[0]["error"]
+    forced = deface_batch(cases[:1], out, overwrite=True, predictor=oracle_for(labels))
+    assert forced.counts["defaced"] == 1
+
+
+def test_batch_refuses_an_output_folder_inside_an_input_series(cohort):
+    cases = find_cases([cohort / "site2" / "sub-03"], cohort / "site2" / "sub-03" / "out")
+    with pytest.raises(OutputError, match="inside the input"):
+        deface_batch(cases, cohort / "site2" / "sub-03" / "out")
+
+
+def test_cli_on_the_real_head(tmp_path, chris_t1):
+    """``deid deface-batch`` with the shipped model: a real head at 2 mm, then a resume that skips it."""
+    pytest.importorskip(
+        "torch", reason="the shipped defacing model runs on the PyTorch engine (pip install torch)"
+    )
+    from deephealth_deid.cli import main
+
+    v = dd.load_volume(chris_t1)
+    affine = v.affine.copy()
+    affine[:3, :3] *= 2
+    (tmp_path / "in").mkdir()
+    dd.save_volume(
+        Volume(np.ascontiguousarray(v.array[::2, ::2, ::2]), affine), tmp_path / "in" / "chris.nii.gz"
+    )
+    out = tmp_path / "out"
+    assert main(["deface-batch", str(tmp_path / "in"), "-o", str(out), "--qc", "--device", "cpu"]) == 0
+    rec = _records(out)[0]
+    assert rec["case"] == "chris.nii.gz" and rec["status"] == "defaced" and rec["flags"] == []
+    assert all(rec["voxels"][k] > 0 for k in ("eyes", "nose", "mouth", "ears"))
+    assert (out / "chris_qc.png").is_file()
+    assert main(["deface-batch", str(tmp_path / "in"), "-o", str(out), "--device", "cpu"]) == 0
+    assert _records(out)[-1:] == [rec]  # nothing new: the case was skipped

@@ -3,7 +3,8 @@
 Run on demand (not in CI):
 
     python benchmarks/bench_deface.py [--head tests/data/heads/chris_t1.nii.gz] [--repeat 3] \\
-        [--engines auto,torch] [--deepdefacer-python dd/bin/python | --deepdefacer /path/to/deepdefacer]
+        [--engines auto,torch] [--deepdefacer-python dd/bin/python | --deepdefacer /path/to/deepdefacer] \\
+        [--batch 8]
 
 Each tool runs as a separate process on the same file, interleaved, so the
 times include start-up and file I/O; peak memory is the process's maximum
@@ -21,6 +22,11 @@ TensorFlow's CPU kernels refuse): ``--deepdefacer-python dd/bin/python`` runs
 it through ``benchmarks/deepdefacer_sitk2.py``, which works around both
 without changing what it computes. ``--deepdefacer`` runs a working
 ``deepdefacer`` command as it is.
+
+With ``--batch N``, ``deid deface-batch`` also defaces N copies of the head in
+one process (the model loaded once, the next case read while one is
+predicted): volumes per second, and the time per volume against the
+single-file runs of the same engine.
 
 Besides time and memory, each tool's output is checked against the head's
 landmarks (``deface.evaluate``): share of tissue changed near each face
@@ -79,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated --engine values of deid deface to time, e.g. auto,torch (default: auto, "
         "ONNX Runtime on a CPU where it is installed)",
     )
+    parser.add_argument(
+        "--batch", type=int, default=0, metavar="N", help="also time deface-batch on N copies of the head"
+    )
     args = parser.parse_args(argv)
     deid = shutil.which("deid") or "deid"
     head = args.head.resolve()
@@ -117,6 +126,16 @@ def main(argv: list[str] | None = None) -> int:
                 rows["deepdefacer"].append(
                     run([*dd_cmd, "--input_file", str(head), "--defaced_output_path", str(dd_out)], cwd=t)
                 )
+        batch = {}
+        if args.batch > 0:
+            cohort = t / "cohort"
+            cohort.mkdir()
+            for i in range(args.batch):
+                shutil.copyfile(head, cohort / f"case{i:03d}{''.join(head.suffixes)}")
+            for engine, name in ours.items():
+                cmd = [deid, "deface-batch", str(cohort), "-o", str(t / f"batch_{engine}")]
+                seconds, rss = run([*cmd, "--device", args.device, "--engine", engine, "-q"])
+                batch[name] = (seconds, rss)
         landmarks = args.landmarks or head.with_name(head.name.split(".")[0] + "_landmarks.json")
         if landmarks.is_file():
             for engine, name in ours.items():
@@ -134,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     if "deepdefacer" in med:
         for name in ours.values():
             print(f"{name} / deepdefacer time ratio: {med[name] / med['deepdefacer']:.2f}")
+    for name, (seconds, rss) in batch.items():
+        per = seconds / args.batch
+        print(
+            f"{name} deface-batch of {args.batch}: {args.batch / seconds:.2f} volumes/s, "
+            f"{per:.2f} s per volume ({per / med[name]:.2f}x the single-file time), peak {rss:.0f} MiB"
+        )
     for name, summary in quality.items():
         print(f"{name}: {summary}")
     return 0

@@ -852,7 +852,7 @@ def _slice(r: np.random.Generator, n: int, kind: str) -> np.ndarray:
 
 
 #: Fraction of head panels of a screen capture drawn from a real head template rather than an oval.
-_TEMPLATE_PANELS = 0.8
+_TEMPLATE_PANELS = 0.9
 
 
 @functools.cache
@@ -933,7 +933,7 @@ def _screen(r: np.random.Generator, h: int, w: int, rgb: bool, info: dict[str, A
     if ph < 16 or pw < 16:
         rows, cols = 1, 1
         ph, pw = h - top - 2 * gap, w - 2 * gap
-    kind = "head" if r.random() < 0.5 else "body"
+    kind = "head" if r.random() < 0.6 else "body"
     border = r.uniform(0.15, 0.5)
     active = int(r.integers(rows * cols)) if rgb and r.random() < 0.5 else -1
     for k in range(rows * cols):

@@ -284,6 +284,31 @@ def test_pieces_of_one_line_are_bridged_other_boxes_are_not():
     assert len(regions_from_probabilities(p, min_area_px=1)) == 8
 
 
+class _HorizontalOnly(NetTextDetector):
+    """A stand-in network that sees only horizontal strokes: bright runs of 8 or more pixels along a row."""
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        bright = x.mean(axis=0) > 0.5
+        return ndi.binary_opening(bright, structure=np.ones((1, 8), bool)).astype(np.float32)
+
+
+def test_vertical_look_extends_a_vertical_string_and_adds_nothing_else():
+    frame = np.zeros((480, 200, 3), np.uint8)
+    frame[100:400, 60:64] = 255  # a long vertical string, 4 px thick: invisible to the stand-in ...
+    frame[100:160, 56:68] = 255  # ... but for its first 60 rows, 12 px wide: found
+    frame[120:240, 90:94] = 255  # another thin vertical string beside it, found by neither pass
+    off = _HorizontalOnly(None, None, spec=text_unet_spec(), vertical_look=False, bridge_gap=0)
+    on = _HorizontalOnly(None, None, spec=text_unet_spec(), bridge_gap=0)
+    assert [r.box for r in off.detect(frame)] == [(56, 100, 68, 160)]
+    # Turned a quarter, the thin string reads as a horizontal stroke: the region grows along it
+    # by its own length and a stride (60 + 32 rows); the string beside it, not joined, stays out.
+    assert [r.box for r in on.detect(frame)] == [(56, 100, 68, 252)]
+    # A horizontal region gets no second look.
+    flat = np.zeros((200, 480, 3), np.uint8)
+    flat[60:72, 100:300] = 255
+    assert [r.box for r in on.detect(flat)] == [(100, 60, 300, 72)]
+
+
 def test_merging_goes_on_until_no_boxes_overlap():
     p = np.zeros((40, 60), np.float32)
     p[5:30, 5:7] = 0.9  # A: an L, box x 5..25, y 5..30

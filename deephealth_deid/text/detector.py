@@ -54,6 +54,7 @@ def _load(path: str, sha256: str | None, engine: str, device: str, stamp: tuple[
     task = metadata.get("task")
     if task is not None and task != "text":
         raise ModelCheckError(f"{path}: a model for the task {task!r}, not a text-detection model")
+    warn_if_not_validated(metadata, path, "text-detection", "every image")  # once per model, not per image
     return eng, model, spec, metadata
 
 
@@ -75,7 +76,7 @@ def load_text_detector(
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
         **options: Options of :class:`~.network.NetTextDetector`
             (``threshold``, ``grow_threshold``, ``tile``, ``overlap``, ``min_area_px``,
-            ``bridge_gap``).
+            ``bridge_gap``, ``vertical_look``).
 
     Returns:
         A :class:`~.network.NetTextDetector` whose regions have ``source='net'``.
@@ -104,8 +105,7 @@ def load_text_detector(
         if not path.is_file():
             raise InputNotFoundError(f"{path}: no such text-detection model file")
     stat = path.stat()
-    eng, net, spec, metadata = _load(str(path), sha256, engine, device, (stat.st_size, stat.st_mtime_ns))
-    warn_if_not_validated(metadata, path, "text-detection", "every image")
+    eng, net, spec, _ = _load(str(path), sha256, engine, device, (stat.st_size, stat.st_mtime_ns))
     return NetTextDetector(eng, net, spec=spec, **options)
 
 

@@ -416,6 +416,13 @@ class NetTextDetector:
             images (512 px, seed 4000000) rose from 117/127 to 122/127, and
             the blanked area outside text from 38% to 44%
             (``0`` turns it off).
+        vertical_look: Look again, a quarter turn round, along every region
+            taller than wide (:meth:`detect`): the network finds horizontal
+            text more reliably than vertical, and sometimes loses the ends of
+            a long vertical string. On held-out images (seeds 3, 4 and
+            5 million, 512 and 2048 px) recall of identifying strings rose
+            from 296/311 to 301/311, for 1-2 points more blanked area outside
+            text and 10-30% more time.
 
     Raises:
         ModelCheckError: The model is not a text detector.
@@ -442,6 +449,7 @@ class NetTextDetector:
         overlap: int = 64,
         min_area_px: int = 12,
         bridge_gap: float = 6.0,
+        vertical_look: bool = True,
     ) -> None:
         spec = spec if spec is not None else getattr(model, "spec", None)
         if not isinstance(spec, UNetSpec):
@@ -470,6 +478,7 @@ class NetTextDetector:
         self.overlap = -(-int(overlap) // stride) * stride
         self.min_area_px = int(min_area_px)
         self.bridge_gap = float(bridge_gap)
+        self.vertical_look = bool(vertical_look)
 
     def __repr__(self) -> str:
         return (
@@ -504,11 +513,45 @@ class NetTextDetector:
         return np.asarray(out[0, 1], dtype=np.float32)
 
     def detect(self, frame: np.ndarray) -> list[Region]:
-        """The text regions on ``frame`` (see :class:`~.regions.Detector`), ``source='net'``."""
+        """The text regions on ``frame`` (see :class:`~.regions.Detector`), ``source='net'``.
+
+        With ``vertical_look``, every region at least 1.5 times as tall as
+        wide is predicted again in a window around it (its own length further
+        along both ends, and the tile overlap across), turned a quarter turn so
+        that a vertical string reads horizontally; what the second look finds
+        joined to the region is added to the text probability, and the regions
+        are drawn again. Whatever else it finds in the window is left out, so
+        it extends strings and never adds new blobs.
+        """
+        prob = self.probabilities(frame)
+        regions = self._regions(prob)
+        if self.vertical_look and any(r.y1 - r.y0 >= 1.5 * (r.x1 - r.x0) for r in regions):
+            for r in regions:
+                if r.y1 - r.y0 >= 1.5 * (r.x1 - r.x0):
+                    self._look_along(frame, prob, r)
+            regions = self._regions(prob)
+        return regions
+
+    def _regions(self, prob: np.ndarray) -> list[Region]:
         return regions_from_probabilities(
-            self.probabilities(frame),
+            prob,
             threshold=self.threshold,
             grow_threshold=self.grow_threshold,
             min_area_px=self.min_area_px,
             bridge_gap=self.bridge_gap,
         )
+
+    def _look_along(self, frame: np.ndarray, prob: np.ndarray, region: Region) -> None:
+        """Raise ``prob`` (in place) with a quarter-turned prediction along the vertical ``region``."""
+        rows, cols = prob.shape
+        reach = (region.y1 - region.y0) + self.spec.stride
+        y0, y1 = max(0, region.y0 - reach), min(rows, region.y1 + reach)
+        x0, x1 = max(0, region.x0 - self.overlap), min(cols, region.x1 + self.overlap)
+        turned = np.ascontiguousarray(np.rot90(frame[y0:y1, x0:x1], 1))
+        second = np.rot90(self.probabilities(turned), -1)
+        blobs, _ = ndi.label(second >= self.threshold, structure=_EIGHT)
+        joined = np.unique(blobs[region.y0 - y0 : region.y1 - y0, region.x0 - x0 : region.x1 - x0])
+        joined = joined[joined > 0]
+        if joined.size:
+            window = prob[y0:y1, x0:x1]
+            np.maximum(window, np.where(np.isin(blobs, joined), second, 0.0), out=window)

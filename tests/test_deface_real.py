@@ -118,3 +118,52 @@ def test_onnxruntime_and_torch_remove_the_same_voxels(chris_t1):
     torch = dd.deface(vol, engine="torch", device="cpu")
     assert np.array_equal(ort.mask.array, torch.mask.array)
     assert np.array_equal(ort.volume.array, torch.volume.array)
+
+
+def test_real_head_as_a_dicom_series_through_the_cli(chris_t1, tmp_path):
+    """``deid deface`` on the real head stored as an axial DICOM series: a defaced series out.
+
+    The series holds chris_t1's voxels in the usual axial layout (rows anterior to
+    posterior, columns right to left, LPS), so the landmarks apply as they are; the
+    output is a new series of the same study with the header kept, and it passes the
+    landmark checks the NIfTI file passes.
+    """
+    import dicom_factory as fac
+    import pydicom
+
+    from deephealth_deid.cli import main
+
+    vol = dd.load_volume(chris_t1)
+    s = float(vol.affine[0, 0])
+    assert np.allclose(vol.affine[:3, :3], np.diag([s, s, s]))  # the layout below assumes it
+    arr = np.ascontiguousarray(vol.array[::-1, ::-1, :].transpose(1, 0, 2)).astype(np.uint16)
+    corner = vol.affine @ np.array([vol.shape[0] - 1, vol.shape[1] - 1, 0, 1.0])
+    fac.write_series(
+        tmp_path / "in",
+        arr,
+        modality="MR",
+        pixel_spacing=(s, s),
+        origin=(-corner[0], -corner[1], corner[2]),
+        slice_step=s,
+        extra={"PatientName": "Test^Head", "PatientID": "TEST-0001", "StudyDescription": "brain"},
+    )
+    series = dd.load_volume(tmp_path / "in")
+    # The same world point holds the same value in both.
+    for ijk in ([10, 20, 30], [100, 150, 90], [180, 250, 5]):
+        back = np.linalg.inv(series.affine) @ vol.affine @ np.array([*ijk, 1.0])
+        assert np.allclose(back[:3], np.round(back[:3]), atol=1e-3)
+        assert series.array[tuple(np.round(back[:3]).astype(int))] == vol.array[tuple(ijk)]
+    marks, threshold = load_landmarks(chris_t1.parent / "chris_t1_landmarks.json")
+    code = main(["deface", str(tmp_path / "in"), str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 0
+    out = dd.load_volume(tmp_path / "out")
+    assert out.shape == series.shape and np.allclose(out.affine, series.affine)
+    report = check_landmarks(series, out, marks, threshold=threshold)
+    assert report.changed_near_brain and set(report.changed_near_brain.values()) == {0}
+    assert min(report.unchanged_near_eyeball.values()) >= 0.95
+    for name in FACE_LANDMARKS:
+        assert report.changed_near_surface[name] >= 0.8, name
+    src = pydicom.dcmread(next((tmp_path / "in").iterdir()))
+    first = pydicom.dcmread(sorted((tmp_path / "out").iterdir())[0])
+    assert first.StudyInstanceUID == src.StudyInstanceUID and first.SeriesInstanceUID != src.SeriesInstanceUID
+    assert first.PatientID == src.PatientID and first.Modality == "MR"

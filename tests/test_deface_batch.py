@@ -58,7 +58,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 def test_cases_are_found_and_named_by_their_path(cohort, tmp_path):
     cases = find_cases([cohort], tmp_path / "out")
-    assert [(c.name, c.dicom) for c in cases] == [
+    assert [(c.name, c.folder) for c in cases] == [
         ("site1/sub-01.nii.gz", False),
         ("site1/sub-02.nii", False),
         ("site2/broken.nii.gz", False),
@@ -70,11 +70,11 @@ def test_cases_are_found_and_named_by_their_path(cohort, tmp_path):
     with pytest.raises(InputNotFoundError):
         find_cases([tmp_path / "nowhere"], tmp_path / "out")
     # the output folder inside the input is never searched
-    inside = cohort / "defaced"
+    inside = cohort / "done"
     dd.save_volume(
         dd.load_volume(cohort / "site1" / "sub-01.nii.gz"), (inside.mkdir() or inside) / "x.nii.gz"
     )
-    assert all(not c.name.startswith("defaced") for c in find_cases([cohort], inside))
+    assert all(not c.name.startswith("done") for c in find_cases([cohort], inside))
 
 
 def test_batch_defaces_reports_isolates_failures_and_resumes(cohort, tmp_path, phantom):
@@ -88,7 +88,7 @@ def test_batch_defaces_reports_isolates_failures_and_resumes(cohort, tmp_path, p
     summary = deface_batch(
         cases, out, qc=True, save_mask=True, predictor=oracle_for(labels), on_case=lambda *a: seen.append(a)
     )
-    assert summary.counts == {"defaced": 2, "flagged": 1, "failed": 1, "skipped": 0}
+    assert summary.counts == {"done": 2, "flagged": 1, "failed": 1, "skipped": 0}
     assert not summary.ok
     assert _snapshot(cohort) == before  # inputs untouched
     recs = {r["case"]: r for r in _records(out)}
@@ -98,7 +98,7 @@ def test_batch_defaces_reports_isolates_failures_and_resumes(cohort, tmp_path, p
     )
     assert [k for k, n, _ in seen] == [1, 2, 3, 4] and all(n == 4 for _, n, _ in seen)
     for name in ("site1/sub-01.nii.gz", "site1/sub-02.nii"):
-        assert recs[name]["status"] == "defaced" and recs[name]["voxels"]["nose"] > 0
+        assert recs[name]["status"] == "done" and recs[name]["voxels"]["nose"] > 0
         got = dd.load_volume(out / name)
         ref = dd.deface(dd.load_volume(cohort / name), predictor=oracle_for(labels))
         assert np.array_equal(got.array, ref.volume.array)
@@ -124,7 +124,7 @@ def test_batch_defaces_reports_isolates_failures_and_resumes(cohort, tmp_path, p
     third = deface_batch(cases[:1], out, predictor=oracle_for(labels))
     assert third.counts["failed"] == 1 and "already exists" in _records(out)[0]["error"]
     forced = deface_batch(cases[:1], out, overwrite=True, predictor=oracle_for(labels))
-    assert forced.counts["defaced"] == 1
+    assert forced.counts["done"] == 1
 
 
 def test_batch_refuses_an_output_folder_inside_an_input_series(cohort):
@@ -150,7 +150,7 @@ def test_cli_on_the_real_head(tmp_path, chris_t1):
     out = tmp_path / "out"
     assert main(["deface-batch", str(tmp_path / "in"), "-o", str(out), "--qc", "--device", "cpu"]) == 0
     rec = _records(out)[0]
-    assert rec["case"] == "chris.nii.gz" and rec["status"] == "defaced" and rec["flags"] == []
+    assert rec["case"] == "chris.nii.gz" and rec["status"] == "done" and rec["flags"] == []
     assert all(rec["voxels"][k] > 0 for k in ("eyes", "nose", "mouth", "ears"))
     assert (out / "chris_qc.png").is_file()
     assert main(["deface-batch", str(tmp_path / "in"), "-o", str(out), "--device", "cpu"]) == 0

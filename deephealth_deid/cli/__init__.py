@@ -29,6 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "deephealth_deid.cli.redact",
         "remove identifying burned-in text from a 2D image, output in the input's format",
     ),
+    "redact-batch": (
+        "deephealth_deid.cli.redact_batch",
+        "redact every 2D image under folders, with a report; resumes after a stop",
+    ),
     "demo": ("deephealth_deid.cli.demo", "run the pipeline on a built-in example and write the results"),
     "info": ("deephealth_deid.cli.info", "describe a volume or image: format, shape, spacing, orientation"),
     "convert": (

@@ -26,6 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", type=Path, help="2D image: DICOM, PNG, JPEG or TIFF")
     parser.add_argument("output", type=Path, help="output file (same format as the input)")
+    add_redact_options(parser)
+    parser.add_argument("--qc", type=Path, metavar="QC.png", help="also write a QC picture (PNG)")
+    parser.add_argument("--json", action="store_true", help="print the QC record as JSON")
+    parser.add_argument("-f", "--force", action="store_true", help="replace existing outputs")
+    return parser
+
+
+def add_redact_options(parser: argparse.ArgumentParser) -> None:
+    """The redaction options that ``deid redact`` and ``deid redact-batch`` share."""
     parser.add_argument(
         "--detector",
         choices=("net", "ocr"),
@@ -54,39 +63,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pad", type=int, metavar="PX", help="margin around each detected box (default: scaled)"
     )
-    parser.add_argument("--qc", type=Path, metavar="QC.png", help="also write a QC picture (PNG)")
     parser.add_argument("--model", type=Path, help="text-detection model file (--detector net)")
     parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="default: auto")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    parser.add_argument("--json", action="store_true", help="print the QC record as JSON")
-    parser.add_argument("-f", "--force", action="store_true", help="replace existing outputs")
-    return parser
+
+
+def check_redact_options(args: argparse.Namespace, prog: str) -> int | None:
+    """Exit code 2 (with a message) for option combinations argparse cannot refuse; else None."""
+    if args.detector == "ocr" and args.ocr == "none":
+        print(f"{prog}: error: --detector ocr needs an OCR backend; drop --ocr none", file=sys.stderr)
+        return 2
+    if args.pad is not None and args.pad < 0:
+        print(f"{prog}: error: --pad must be 0 or more", file=sys.stderr)
+        return 2
+    return None
+
+
+def redact_options(args: argparse.Namespace) -> dict[str, object]:
+    """The :func:`~deephealth_deid.text.redact_text` keyword arguments of :func:`add_redact_options`."""
+    return {
+        "detector": args.detector,
+        "ocr": args.ocr,
+        "policy": args.policy,
+        "rules": args.regions,
+        "keep_safe": args.keep_safe,
+        "keep_overlays": args.keep_overlays,
+        "pad_px": args.pad,
+        "model": args.model,
+        "engine": args.engine,
+        "device": args.device,
+    }
 
 
 def _redact(args: argparse.Namespace) -> int:
     from ..text import redact_file
 
-    if args.detector == "ocr" and args.ocr == "none":
-        print("deid redact: error: --detector ocr needs an OCR backend; drop --ocr none", file=sys.stderr)
-        return 2
-    if args.pad is not None and args.pad < 0:
-        print("deid redact: error: --pad must be 0 or more", file=sys.stderr)
-        return 2
+    bad = check_redact_options(args, "deid redact")
+    if bad is not None:
+        return bad
     result = redact_file(
         args.input,
         args.output,
         qc_png=args.qc,
         overwrite=args.force,
-        detector=args.detector,
-        ocr=args.ocr,
-        policy=args.policy,
-        rules=args.regions,
-        keep_safe=args.keep_safe,
-        keep_overlays=args.keep_overlays,
-        pad_px=args.pad,
-        model=args.model,
-        engine=args.engine,
-        device=args.device,
+        **redact_options(args),
         progress=sys.stderr.isatty() and not args.quiet,
     )
     qc = result.qc

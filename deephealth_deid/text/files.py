@@ -11,7 +11,7 @@ from ..io import load_image, save_image
 from ..io._files import atomic_file, check_output
 from .pipeline import RedactResult, redact_text
 
-__all__ = ["redact_file", "redact_text_file", "write_qc_png"]
+__all__ = ["check_outputs", "redact_file", "redact_text_file", "write_outputs", "write_qc_png"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,22 @@ def redact_file(
     Example:
         >>> res = redact_file("us.dcm", "us_redacted.dcm", detector="ocr", qc_png="qc.png")  # doctest: +SKIP
     """
+    check_outputs(src, dst, qc_png=qc_png, overwrite=overwrite)
+    image = load_image(src)
+    result = redact_text(image, **options)
+    write_outputs(result, dst, qc_png=qc_png, overwrite=overwrite)
+    return result
+
+
+def check_outputs(
+    src: PathLike, dst: PathLike, *, qc_png: PathLike | None = None, overwrite: bool = False
+) -> None:
+    """Check, before any work, that the outputs of :func:`redact_file` may be written.
+
+    Raises:
+        OutputError: An output is the input, or the output and QC paths are the same.
+        OutputExistsError: An output exists and ``overwrite`` is false.
+    """
     outputs = [Path(dst)] + ([Path(qc_png)] if qc_png is not None else [])
     if len({o.resolve() for o in outputs}) != len(outputs):
         from ..errors import OutputError
@@ -73,12 +89,15 @@ def redact_file(
         raise OutputError(f"{dst}: the output and the QC picture must be different files")
     for out in outputs:
         check_output(out, overwrite=overwrite, inputs=(src,))
-    image = load_image(src)
-    result = redact_text(image, **options)
+
+
+def write_outputs(
+    result: RedactResult, dst: PathLike, *, qc_png: PathLike | None = None, overwrite: bool = False
+) -> None:
+    """Write the redacted image (in its input's format), and the QC picture when asked."""
     save_image(result.image, dst, overwrite=overwrite)
     if qc_png is not None:
         write_qc_png(result, qc_png, overwrite=overwrite)
-    return result
 
 
 #: The name the design's public API uses (``dd.redact_text_file``); the same function.

@@ -1,0 +1,310 @@
+"""Running one job over a cohort: find the cases, process each, keep a report, resume after a stop.
+
+``deid deface-batch`` (:mod:`deephealth_deid.deface.batch`) and ``deid
+redact-batch`` (:mod:`deephealth_deid.text.batch`) share this: studies that
+share tens of thousands of files need the model loaded once, the next case
+read while the current one is processed, one case that fails reported while
+the rest go on, and a run that was stopped going on where it left.
+
+* Cases (:func:`find_cases`), found under the input folders, given directly,
+  or listed in a ``.txt`` file (one path per line, ``#`` comments; relative to
+  the list's folder). For volumes: every NIfTI file (by its name: a damaged
+  one fails in the report rather than being left out) and every folder holding
+  DICOM files (one series). For images: every DICOM, PNG, JPEG or TIFF file
+  (by its content). Hidden files and folders, and the output folder, are never
+  searched.
+* Outputs mirror the inputs' paths under the output folder, relative to the
+  folder each case was found in (for a list, to the listed paths' common
+  folder): ``IN/site1/sub-01.nii.gz`` -> ``OUT/site1/sub-01.nii.gz``, the DICOM
+  series ``IN/site1/sub-02/`` -> the folder ``OUT/site1/sub-02/``. Extra files
+  (a QC picture, a mask) go beside the output (``sub-01_qc.png``).
+* Report: one JSON record per case, appended as it ends, in the output
+  folder: ``case`` (the relative path), ``status`` (``done``; ``flagged``: done
+  but the QC asks for a look; ``failed``: nothing written, with ``error``),
+  ``seconds``, and what the job adds (counts, QC flags). No header value is
+  ever written there; an error from outside this package is reported by its
+  type only, since its message could quote one.
+* Resume: a case whose last record says ``done`` or ``flagged`` and whose
+  output exists is skipped; ``overwrite=True`` does every case again. An output
+  that exists without a record (someone else's file, or a stop between writing
+  and reporting) is never replaced without ``overwrite``: the case fails with
+  that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DeidError, InputNotFoundError, OutputError
+from .io._sniff import sniff
+
+__all__ = ["Case", "BatchSummary", "find_cases", "run_batch", "DONE"]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+#: Statuses of a case that is finished: skipped when the batch runs again.
+DONE = ("done", "flagged")
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_IMAGE_KINDS = ("dicom", "png", "jpeg", "tiff")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input to process.
+
+    Attributes:
+        input: A file, or a DICOM series folder.
+        name: Its path relative to where it was found (``site1/sub-01.nii.gz``):
+            the output's path under the output folder.
+        folder: Whether the input is a DICOM series folder (the output is a folder).
+    """
+
+    input: Path
+    name: str
+    folder: bool = False
+
+    def output(self, out_dir: Path) -> Path:
+        """The output under ``out_dir``."""
+        return out_dir / self.name
+
+    def extra(self, out_dir: Path, suffix: str) -> Path:
+        """A file beside the output: its name without its suffix, then ``suffix`` (``_qc.png``)."""
+        out = self.output(out_dir)
+        stem = out.name
+        if not self.folder:
+            lower = stem.lower()
+            cut = next((s for s in (".nii.gz", *_NIFTI_SUFFIXES) if lower.endswith(s)), Path(stem).suffix)
+            stem = stem[: len(stem) - len(cut)] if cut else stem
+        return out.with_name(stem + suffix)
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did: the count of cases per status, the report's path, the time it took."""
+
+    report: Path
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"done": 0, "flagged": 0, "failed": 0, "skipped": 0}
+    )
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """No case failed or was flagged."""
+        return self.counts["failed"] == 0 and self.counts["flagged"] == 0
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a case failed, else 3 when one was flagged for review, else 0."""
+        return 1 if self.counts["failed"] else 3 if self.counts["flagged"] else 0
+
+
+def _is_nifti_name(path: Path) -> bool:
+    return path.name.lower().endswith(_NIFTI_SUFFIXES)
+
+
+def _kind(path: Path) -> str:
+    try:
+        return sniff(path) if path.stat().st_size > 0 else "empty"
+    except (DeidError, OSError):
+        return "unknown"
+
+
+def _holds_dicom(files: Sequence[Path]) -> bool:
+    """Whether a folder's files are a DICOM series (judged by its first file that is not NIfTI)."""
+    first = next((f for f in sorted(files) if not _is_nifti_name(f) and f.stat().st_size > 0), None)
+    return first is not None and _kind(first) == "dicom"
+
+
+def _walk(root: Path, out_dir: Path, kind: str) -> list[Case]:
+    """The cases under the folder ``root``, named relative to it."""
+    cases = []
+    skip = out_dir.resolve()
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip)
+        paths = [here / f for f in sorted(files) if not f.startswith(".")]
+        if kind == "volume":
+            cases += [Case(p, p.relative_to(root).as_posix()) for p in paths if _is_nifti_name(p)]
+            if _holds_dicom(paths):
+                rel = here.relative_to(root).as_posix()
+                cases.append(Case(here, root.name if rel == "." else rel, folder=True))
+        else:
+            cases += [Case(p, p.relative_to(root).as_posix()) for p in paths if _kind(p) in _IMAGE_KINDS]
+    return cases
+
+
+def _listed(list_file: Path) -> list[Path]:
+    lines = list_file.read_text(encoding="utf-8").splitlines()
+    paths = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [Path(p) if Path(p).is_absolute() else list_file.parent / p for p in paths]
+
+
+def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "volume") -> list[Case]:
+    """The cases to process, found under ``inputs``.
+
+    Args:
+        inputs: Folders (searched), files or DICOM series folders, or ``.txt``
+            files listing such paths (relative to the list's folder).
+        out_dir: The output folder: never searched.
+        kind: ``'volume'`` (NIfTI files and DICOM series folders) or
+            ``'image'`` (DICOM, PNG, JPEG and TIFF files).
+
+    Returns:
+        The cases, in the order found (folders sorted), each once.
+
+    Raises:
+        InputNotFoundError: An input, or a listed path, does not exist.
+        OutputError: Two cases would write the same output.
+    """
+    if kind not in ("volume", "image"):
+        raise ValueError(f"kind must be 'volume' or 'image', got {kind!r}")
+    out = Path(out_dir)
+    cases: list[Case] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise InputNotFoundError(f"{p}: no such file or folder; check the path")
+        if p.is_file() and p.suffix.lower() == ".txt":
+            listed = _listed(p)
+            missing = [q for q in listed if not q.exists()]
+            if missing:
+                raise InputNotFoundError(
+                    f"{p}: {len(missing)} listed path(s) do not exist, e.g. {missing[0]}"
+                )
+            if listed:
+                resolved = [q.resolve() for q in listed]
+                common = Path(os.path.commonpath(resolved))
+                base = common if common.is_dir() and common not in resolved else common.parent
+                for q, r in zip(listed, resolved, strict=True):
+                    cases.append(Case(q, r.relative_to(base).as_posix(), folder=q.is_dir()))
+        elif p.is_file():
+            cases.append(Case(p, p.name))
+        else:
+            found = _walk(p, out, kind)
+            if not found:
+                what = "NIfTI file or DICOM series" if kind == "volume" else "DICOM, PNG, JPEG or TIFF file"
+                log.warning("%s: no %s found", p, what)
+            cases.extend(found)
+    unique: dict[Path, Case] = {}
+    for c in cases:
+        unique.setdefault(c.input.resolve(), c)
+    names: dict[str, Case] = {}
+    for c in unique.values():
+        if c.name in names:
+            raise OutputError(
+                f"{names[c.name].input} and {c.input} would both be written to {out / c.name}; "
+                "process them in separate runs or give their common parent folder"
+            )
+        names[c.name] = c
+    return list(unique.values())
+
+
+def _finished(report: Path) -> dict[str, str]:
+    """The last status of each case in an existing report."""
+    status: dict[str, str] = {}
+    if not report.is_file():
+        return status
+    with open(report, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+                status[str(rec["case"])] = str(rec["status"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by a stop
+    return status
+
+
+def _check_out_dir(cases: Sequence[Case], out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; give an output folder")
+    if not out.parent.resolve().is_dir():
+        raise OutputError(f"{out}: the folder {out.parent} does not exist; create it first")
+    target = out.resolve()
+    for c in cases:
+        src = c.input.resolve()
+        if target == src or (src.is_dir() and src in target.parents):
+            raise OutputError(
+                f"{out}: the output folder would lie inside the input {c.input}; choose another output folder"
+            )
+
+
+def run_batch(
+    cases: Sequence[Case],
+    out_dir: PathLike,
+    *,
+    report_name: str,
+    load: Callable[[Case], Any],
+    process: Callable[[Case, Any], dict[str, Any]],
+    overwrite: bool = False,
+    on_case: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> BatchSummary:
+    """Process every case into ``out_dir``, with a report; see the module's notes.
+
+    Args:
+        cases: From :func:`find_cases`.
+        out_dir: The output folder (created if missing; its parent must exist).
+        report_name: The report's file name in ``out_dir``.
+        load: Reads a case's input (run in a second thread, one case ahead).
+        process: Processes a case and writes its outputs (their folder
+            exists); returns the record's fields, at least ``status``
+            (``done`` or ``flagged``). It raises to fail the case.
+        overwrite: Process every case again and replace existing outputs.
+        on_case: Called after each case with ``(k, n, record)`` (progress).
+
+    Returns:
+        The :class:`BatchSummary`.
+    """
+    out = Path(out_dir)
+    _check_out_dir(cases, out)
+    out.mkdir(exist_ok=True)
+    report = out / report_name
+    summary = BatchSummary(report)
+    previous = {} if overwrite else _finished(report)
+    start = time.perf_counter()
+    todo = [c for c in cases if not (previous.get(c.name) in DONE and c.output(out).exists())]
+    summary.counts["skipped"] = len(cases) - len(todo)
+    if summary.counts["skipped"]:
+        log.info("%d case(s) already done in %s: skipped", summary.counts["skipped"], report)
+    with open(report, "a", encoding="utf-8") as rep, ThreadPoolExecutor(1) as reader:
+        ahead: Future[Any] | None = reader.submit(load, todo[0]) if todo else None
+        for k, c in enumerate(todo, start=1):
+            current = ahead
+            t0 = time.perf_counter()
+            record: dict[str, Any] = {"case": c.name}
+            try:
+                c.output(out).parent.mkdir(parents=True, exist_ok=True)
+                assert current is not None
+                loaded = current.result()
+                # Read the next case while this one is processed.
+                ahead = reader.submit(load, todo[k]) if k < len(todo) else None
+                record.update(process(c, loaded))
+            except (DeidError, OSError) as e:
+                record.update(status="failed", error=str(e))
+            except Exception as e:  # one bad case must not stop a cohort
+                log.debug("%s failed", c.input, exc_info=True)
+                record.update(
+                    status="failed", error=f"{type(e).__name__}; process this case alone with -v for details"
+                )
+            finally:
+                if ahead is current and k < len(todo):  # failed before the next read was started
+                    ahead = reader.submit(load, todo[k])
+            record["seconds"] = round(time.perf_counter() - t0, 2)
+            summary.counts[record["status"]] += 1
+            rep.write(json.dumps(record) + "\n")
+            rep.flush()
+            if on_case is not None:
+                on_case(k, len(todo), record)
+    summary.seconds = time.perf_counter() - start
+    return summary

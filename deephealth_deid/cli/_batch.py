@@ -1,0 +1,58 @@
+"""What ``deid deface-batch`` and ``deid redact-batch`` share: inputs, progress and the closing summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("deephealth_deid.cli")
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """Inputs, ``-o OUT``, ``--list`` and ``--force``; ``what`` names the inputs in the help."""
+    parser.add_argument("inputs", type=Path, nargs="+", metavar="IN", help=f"folder, {what}, or a .txt list")
+    parser.add_argument("-o", "--out-dir", type=Path, required=True, metavar="OUT", help="output folder")
+    parser.add_argument("--list", action="store_true", help="list the cases found and exit")
+    parser.add_argument(
+        "-f", "--force", action="store_true", help="process every case again, replacing outputs"
+    )
+
+
+def list_cases(cases: list[Any]) -> int:
+    """Print each case's output name and input (``--list``)."""
+    for c in cases:
+        print(f"{c.name}\t{c.input}")
+    return 0
+
+
+def progress(k: int, n: int, record: dict[str, Any]) -> None:
+    """Log one line per finished case."""
+    detail = record.get("error") or ", ".join(record.get("flags", ())) or ""
+    log.info(
+        "[%d/%d] %s: %s in %.1f s%s",
+        k,
+        n,
+        record["case"],
+        record["status"],
+        record["seconds"],
+        f" ({detail})" if detail else "",
+    )
+
+
+def summarise(summary: Any, unit: str) -> int:
+    """Log the batch's counts and throughput; return its exit code (1 failed, 3 flagged, 0)."""
+    c = summary.counts
+    finished = c["done"] + c["flagged"]
+    rate = f", {finished / summary.seconds:.2f} {unit}/s" if finished and summary.seconds > 0 else ""
+    log.info(
+        "%d done, %d flagged for review, %d failed, %d skipped%s; report: %s",
+        c["done"],
+        c["flagged"],
+        c["failed"],
+        c["skipped"],
+        rate,
+        summary.report,
+    )
+    return int(summary.exit_code)

@@ -1,0 +1,116 @@
+"""Redacting a collection: ``deid redact-batch IN... -o OUT`` and :func:`redact_batch`.
+
+Every DICOM, PNG, JPEG and TIFF file found under the inputs is redacted into
+the output folder at its relative path, in its own format, with the detector
+and the OCR backend made once; ``OUT/redact_report.jsonl`` gets one record per
+file (``status``, ``seconds``, ``frames``, regions ``detected``, ``blanked``
+and ``kept``, QC ``flags``; never the text read), and a second run skips the
+files already done. Finding files, the report and resuming are those of
+:mod:`deephealth_deid.batch`.
+
+Example:
+    >>> from deephealth_deid.text.batch import find_cases, redact_batch  # doctest: +SKIP
+    >>> cases = find_cases(["exports/"], "redacted/")  # doctest: +SKIP
+    >>> redact_batch(cases, "redacted/", ocr="rapidocr").counts  # doctest: +SKIP
+    {'done': 950, 'flagged': 3, 'failed': 1, 'skipped': 0}
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import batch
+from ..batch import BatchSummary, Case
+from ..io import load_image
+from .detector import get_detector
+from .files import check_outputs, write_outputs
+from .ocr import get_ocr
+from .pipeline import redact_text
+
+__all__ = ["REPORT_NAME", "find_cases", "redact_batch"]
+
+#: The report's file name inside the output folder.
+REPORT_NAME = "redact_report.jsonl"
+
+PathLike = str | os.PathLike[str]
+
+
+def find_cases(inputs: Iterable[PathLike], out_dir: PathLike) -> list[Case]:
+    """The DICOM, PNG, JPEG and TIFF files under ``inputs`` (:func:`deephealth_deid.batch.find_cases`)."""
+    return batch.find_cases(inputs, out_dir, kind="image")
+
+
+def _redact_case(
+    case: Case, image: Any, *, out: Path, qc: bool, overwrite: bool, options: dict[str, Any]
+) -> dict[str, Any]:
+    picture = case.extra(out, "_qc.png") if qc else None
+    check_outputs(case.input, case.output(out), qc_png=picture, overwrite=overwrite)
+    result = redact_text(image, **options)
+    write_outputs(result, case.output(out), qc_png=picture, overwrite=overwrite)
+    q = result.qc
+    return {
+        "status": "done" if q.ok else "flagged",
+        "frames": q.frames,
+        "detected": q.detected,
+        "blanked": q.blanked,
+        "kept": q.kept,
+        "flags": q.flags,
+    }
+
+
+def redact_batch(
+    cases: Sequence[Case],
+    out_dir: PathLike,
+    *,
+    qc: bool = False,
+    overwrite: bool = False,
+    on_case: Callable[[int, int, dict[str, Any]], None] | None = None,
+    detector: Any = "net",
+    ocr: Any = "auto",
+    model: PathLike | None = None,
+    engine: str = "auto",
+    device: str = "auto",
+    **options: Any,
+) -> BatchSummary:
+    """Redact every case into ``out_dir``, with a report (see :func:`deephealth_deid.batch.run_batch`).
+
+    Args:
+        cases: From :func:`find_cases`.
+        out_dir: The output folder (created if missing; its parent must exist).
+        qc: Also write each file's QC picture beside its output (``NAME_qc.png``).
+        overwrite: Redact every file again and replace existing outputs.
+        on_case: Called after each file with ``(k, n, record)`` (progress).
+        detector: ``'net'``, ``'ocr'`` or a detector object; made once for all files.
+        ocr: OCR backend name or object; made once for all files.
+        model: Text model file for ``'net'``.
+        engine: Engine for ``'net'``.
+        device: Device for ``'net'``.
+        **options: Passed to :func:`~.pipeline.redact_text` (``policy``,
+            ``rules``, ``keep_safe``, ``keep_overlays``, ``pad_px``).
+
+    Returns:
+        The :class:`~deephealth_deid.batch.BatchSummary`.
+    """
+    out = Path(out_dir)
+    backend = get_ocr(ocr) if isinstance(ocr, str) else ocr
+    finder = get_detector(detector, ocr=backend, model=model, engine=engine, device=device)
+    process = functools.partial(
+        _redact_case,
+        out=out,
+        qc=qc,
+        overwrite=overwrite,
+        options={**options, "detector": finder, "ocr": backend if backend is not None else "none"},
+    )
+    return batch.run_batch(
+        cases,
+        out,
+        report_name=REPORT_NAME,
+        load=lambda c: load_image(c.input),
+        process=process,
+        overwrite=overwrite,
+        on_case=on_case,
+    )

@@ -1,0 +1,94 @@
+"""Redacting a collection: image files found under folders, outputs mirrored, a report, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from test_redact import FakeDetector
+
+import deephealth_deid as dd
+from deephealth_deid.cli import main
+from deephealth_deid.text import Region
+from deephealth_deid.text.batch import REPORT_NAME, find_cases, redact_batch
+from deephealth_deid.text.blank import padded_box
+
+BOX = (4, 4, 40, 16)
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    """us/a.png (RGB), us/b.png (grey), xr/c.dcm (a single-frame MR DICOM), junk and hidden files."""
+    import dicom_factory as fac
+
+    root = tmp_path / "exports"
+    (root / "us").mkdir(parents=True)
+    (root / "xr").mkdir()
+    rng = np.random.default_rng(0)
+    PILImage.fromarray(rng.integers(0, 200, (60, 80, 3), dtype=np.uint8)).save(root / "us" / "a.png")
+    PILImage.fromarray(rng.integers(0, 200, (50, 70), dtype=np.uint8)).save(root / "us" / "b.png")
+    fac.write_series(
+        root / "xr", rng.integers(0, 900, (48, 64, 1), dtype=np.uint16), modality="MR", names=["c.dcm"]
+    )
+    (root / "xr" / "notes.txt.bak").write_text("not an image")
+    (root / ".cache").mkdir()
+    PILImage.fromarray(np.zeros((8, 8), np.uint8)).save(root / ".cache" / "thumb.png")
+    return root
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / REPORT_NAME).read_text().splitlines()]
+
+
+def test_images_are_found_by_content(folder, tmp_path):
+    assert [c.name for c in find_cases([folder], tmp_path / "out")] == ["us/a.png", "us/b.png", "xr/c.dcm"]
+
+
+def test_batch_blanks_the_boxes_only_reports_and_resumes(folder, tmp_path):
+    out = tmp_path / "out"
+    cases = find_cases([folder], out)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    summary = redact_batch(cases, out, qc=True, detector=FakeDetector([BOX]), ocr="none")
+    assert summary.counts == {"done": 3, "flagged": 0, "failed": 0, "skipped": 0}
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # inputs untouched
+    for c in cases:
+        src, res = dd.load_image(c.input), dd.load_image(out / c.name)
+        inside = np.zeros(src.frames.shape[1:3], bool)
+        x0, y0, x1, y1 = padded_box(Region(0, *BOX), *inside.shape)  # as redaction pads a box
+        inside[y0:y1, x0:x1] = True
+        assert np.array_equal(res.frames[:, ~inside], src.frames[:, ~inside])
+        assert not np.array_equal(res.frames[:, inside], src.frames[:, inside])
+        assert c.extra(out, "_qc.png").is_file()
+    recs = _records(out)
+    assert [r["case"] for r in recs] == ["us/a.png", "us/b.png", "xr/c.dcm"]
+    assert all(r["detected"] == 1 and r["blanked"] == 1 and r["kept"] == 0 for r in recs)
+    again = redact_batch(cases, out, detector=FakeDetector([BOX]), ocr="none")
+    assert again.counts["skipped"] == 3 and len(_records(out)) == 3
+
+
+def test_a_damaged_file_fails_alone(folder, tmp_path):
+    good = (folder / "xr" / "c.dcm").read_bytes()
+    (folder / "xr" / "d.dcm").write_bytes(good[: len(good) // 2])  # a DICOM cut in the middle of its pixels
+    out = tmp_path / "out"
+    summary = redact_batch(find_cases([folder], out), out, detector=FakeDetector([BOX]), ocr="none")
+    assert summary.counts["done"] == 3 and summary.counts["failed"] == 1
+    failed = [r for r in _records(out) if r["status"] == "failed"]
+    assert [r["case"] for r in failed] == ["xr/d.dcm"] and failed[0]["error"]
+    assert not (out / "xr" / "d.dcm").exists()
+
+
+def test_cli_with_the_ocr_detector_off_is_refused(folder, tmp_path, capsys):
+    assert (
+        main(["redact-batch", str(folder), "-o", str(tmp_path / "out"), "--detector", "ocr", "--ocr", "none"])
+        == 2
+    )
+    assert "needs an OCR backend" in capsys.readouterr().err
+
+
+def test_cli_lists_the_cases(folder, tmp_path, capsys):
+    assert main(["redact-batch", str(folder), "-o", str(tmp_path / "out"), "--list"]) == 0
+    assert capsys.readouterr().out.split()[::2] == ["us/a.png", "us/b.png", "xr/c.dcm"]
+    assert not (tmp_path / "out").exists()

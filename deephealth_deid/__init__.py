@@ -20,7 +20,7 @@ from ._version import __version__
 from .deface import DefaceResult, deface, deface_batch, deface_file
 from .errors import DeidError
 from .io import Image, Volume, load_image, load_volume, save_image, save_volume
-from .text import RedactResult, redact_file, redact_text, redact_text_file
+from .text import RedactResult, redact_batch, redact_file, redact_text, redact_text_file
 
 __all__ = [
     "__version__",
@@ -39,6 +39,7 @@ __all__ = [
     "redact_text",
     "redact_file",
     "redact_text_file",
+    "redact_batch",
     "RedactResult",
 ]
 

@@ -6,14 +6,15 @@ probabilities to boxes), :mod:`.detector` (choosing a detector: the network or
 OCR), :mod:`.ocr` (optional OCR backends), :mod:`.policy` (what is
 identifying, what is a harmless marker), :mod:`.rules` (fixed boxes per
 device), :mod:`.blank` (filling boxes with the image's own black),
-:mod:`.pipeline` (:func:`redact_text`), :mod:`.files` (:func:`redact_file`) and
-:mod:`.qc` (the QC picture).
+:mod:`.pipeline` (:func:`redact_text`), :mod:`.files` (:func:`redact_file`),
+:mod:`.batch` (:func:`redact_batch`: many files) and :mod:`.qc` (the QC picture).
 
 No OCR backend or compute engine is imported until it is used.
 """
 
 from __future__ import annotations
 
+from .batch import redact_batch
 from .blank import blank_regions, fill_value
 from .detector import get_detector, load_text_detector
 from .files import redact_file, redact_text_file, write_qc_png
@@ -25,6 +26,7 @@ from .regions import Detector, Region
 from .rules import DeviceRule, RuleSet
 
 __all__ = [
+    "redact_batch",
     "Region",
     "Detector",
     "Policy",

@@ -57,6 +57,7 @@ DONE = ("done", "flagged")
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _IMAGE_KINDS = ("dicom", "png", "jpeg", "tiff")
+_KNOWN_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".dicom", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,10 @@ class Case:
         out = self.output(out_dir)
         stem = out.name
         if not self.folder:
+            # Only a known suffix goes: DICOM files are often named by their UID (1.2.840...320).
             lower = stem.lower()
-            cut = next((s for s in (".nii.gz", *_NIFTI_SUFFIXES) if lower.endswith(s)), Path(stem).suffix)
-            stem = stem[: len(stem) - len(cut)] if cut else stem
+            cut = next((s for s in _KNOWN_SUFFIXES if lower.endswith(s)), "")
+            stem = stem[: len(stem) - len(cut)]
         return out.with_name(stem + suffix)
 
 

@@ -92,3 +92,17 @@ def test_cli_lists_the_cases(folder, tmp_path, capsys):
     assert main(["redact-batch", str(folder), "-o", str(tmp_path / "out"), "--list"]) == 0
     assert capsys.readouterr().out.split()[::2] == ["us/a.png", "us/b.png", "xr/c.dcm"]
     assert not (tmp_path / "out").exists()
+
+
+def test_extra_files_keep_a_uid_name_whole(tmp_path):
+    """A DICOM file named by its UID has no suffix to drop: two such files get two QC pictures."""
+    from deephealth_deid.batch import Case
+
+    out = tmp_path / "out"
+    a, b = Case(Path("1.2.840.10008.5.320"), "1.2.840.10008.5.320"), Case(Path("x"), "1.2.840.10008.5.321")
+    assert a.extra(out, "_qc.png") != b.extra(out, "_qc.png")
+    assert a.extra(out, "_qc.png").name == "1.2.840.10008.5.320_qc.png"
+    assert (
+        Case(Path("s.nii.gz"), "site/s.nii.gz").extra(out, "_mask.nii.gz") == out / "site" / "s_mask.nii.gz"
+    )
+    assert Case(Path("us.DCM"), "us.DCM").extra(out, "_qc.png").name == "us_qc.png"

@@ -11,8 +11,8 @@ the rest go on, and a run that was stopped going on where it left.
   the list's folder). For volumes: every NIfTI file (by its name: a damaged
   one fails in the report rather than being left out) and every folder holding
   DICOM files (one series). For images: every DICOM, PNG, JPEG or TIFF file
-  (by its content). Hidden files and folders, and the output folder, are never
-  searched.
+  (by its content). Hidden files and folders, ``DICOMDIR`` index files and the
+  output folder are never searched.
 * Outputs mirror the inputs' paths under the output folder, relative to the
   folder each case was found in (for a list, to the listed paths' common
   folder): ``IN/site1/sub-01.nii.gz`` -> ``OUT/site1/sub-01.nii.gz``, the DICOM
@@ -136,7 +136,8 @@ def _walk(root: Path, out_dir: Path, kind: str) -> list[Case]:
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip)
-        paths = [here / f for f in sorted(files) if not f.startswith(".")]
+        # DICOMDIR: a media index, no pixels.
+        paths = [here / f for f in sorted(files) if not f.startswith(".") and f.upper() != "DICOMDIR"]
         if kind == "volume":
             cases += [Case(p, p.relative_to(root).as_posix()) for p in paths if _is_nifti_name(p)]
             if _holds_dicom(paths):

@@ -28,6 +28,7 @@ import numpy as np
 
 import deephealth_deid as dd
 from deephealth_deid.io.dicom_image import header_values
+from deephealth_deid.text.evaluate import anatomy_frames, blanked_share
 from deephealth_deid.text.ocr import get_ocr
 from deephealth_deid.text.pipeline import display_frame
 from deephealth_deid.text.policy import IDENTIFYING_KEYWORDS, HeaderTerms, Policy
@@ -42,38 +43,6 @@ FILES = (
 )
 TEXT_FREE = "MR_small.dcm"
 HEAD = Path(__file__).resolve().parent.parent / "tests" / "data" / "heads" / "chris_t1.nii.gz"
-
-
-def anatomy_slices(path: Path = HEAD) -> list[np.ndarray]:
-    """Text-free uint8 slices of a real head: 3 orientations x 4 positions x 64, 96, 128, 256, 512 px."""
-    from PIL import Image as PILImage
-
-    a = dd.load_volume(path).array.astype(np.float32)
-    lo, hi = np.percentile(a, [1, 99.5])
-    out = []
-    for axis in range(3):
-        for frac in (0.3, 0.45, 0.55, 0.7):
-            sl = np.rot90(np.take(a, int(a.shape[axis] * frac), axis=axis))
-            grey = PILImage.fromarray(np.clip((sl - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8))
-            for size in (64, 96, 128, 256, 512):
-                out.append(np.asarray(grey.resize((size, size), PILImage.Resampling.BILINEAR)))
-    return out
-
-
-def blanked_share(detector, frames: list[np.ndarray]) -> tuple[int, float]:
-    """(frames with any region, mean share of a frame inside the padded regions)."""
-    from deephealth_deid.text.blank import padded_box
-
-    hit, share = 0, 0.0
-    for f in frames:
-        covered = np.zeros(f.shape[:2], bool)
-        regions = detector.detect(f)
-        for r in regions:
-            x0, y0, x1, y1 = padded_box(r, *f.shape[:2])
-            covered[y0:y1, x0:x1] = True
-        hit += bool(regions)
-        share += covered.mean()
-    return hit, share / max(len(frames), 1)
 
 
 def identifying(ocr, frame: np.ndarray, policy: Policy, terms: HeaderTerms) -> list[tuple[str, str]]:
@@ -129,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from deephealth_deid.text.detector import load_text_detector
 
     detector = load_text_detector(args.model)
-    slices = anatomy_slices()
+    slices = anatomy_frames(dd.load_volume(HEAD))
     hit, share = blanked_share(detector, slices)
     print(
         f"{'chris_t1 slices (no text)':>32}: {hit} of {len(slices)} with a region; "

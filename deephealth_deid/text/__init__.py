@@ -7,7 +7,8 @@ OCR), :mod:`.ocr` (optional OCR backends), :mod:`.policy` (what is
 identifying, what is a harmless marker), :mod:`.rules` (fixed boxes per
 device), :mod:`.blank` (filling boxes with the image's own black),
 :mod:`.pipeline` (:func:`redact_text`), :mod:`.files` (:func:`redact_file`),
-:mod:`.batch` (:func:`redact_batch`: many files) and :mod:`.qc` (the QC picture).
+:mod:`.batch` (:func:`redact_batch`: many files), :mod:`.qc` (the QC picture) and
+:mod:`.evaluate` (false positives on real images without text).
 
 No OCR backend or compute engine is imported until it is used.
 """

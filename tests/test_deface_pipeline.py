@@ -209,3 +209,20 @@ def test_ear_fill_removes_the_whole_pinna_from_part_of_it(phantom):
     assert not changed[lab == LABELS["brain"]].any()
     bare = deface(image, predictor=oracle_for(Volume(half, labels.affine)), face_depth_mm=0)
     assert (bare.volume.array != image.array)[ear].mean() < changed[ear].mean() - 0.2
+
+
+def test_head_mask_fills_holes_as_scipy_does_in_3d_and_slice_by_slice():
+    """The one-labelling hole fill equals scipy's binary_fill_holes, whole and per slice."""
+    from scipy import ndimage
+
+    from deephealth_deid.deface.conform import _holes
+
+    rng = np.random.default_rng(5)
+    for density in (0.3, 0.55, 0.7):
+        mask = ndimage.binary_opening(rng.random((23, 31, 17)) < density)
+        assert np.array_equal(mask | _holes(mask, (0, 1, 2)), ndimage.binary_fill_holes(mask))
+        for axis in range(3):
+            moved = np.moveaxis(mask, axis, 0)
+            ref = np.stack([ndimage.binary_fill_holes(s) for s in moved])
+            got = mask | _holes(mask, tuple(a for a in range(3) if a != axis))
+            assert np.array_equal(np.moveaxis(got, axis, 0), ref)

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -182,7 +183,7 @@ def redact_text(
     rule_set = rules if isinstance(rules, RuleSet) or rules is None else RuleSet.from_yaml(rules)
     reader = get_ocr(ocr) if pol.keep_safe else None
     if pol.keep_safe and reader is None and not _reads_text(det):
-        log.info("no OCR backend: every text region found is blanked (harmless markers too)")
+        _say_once("no OCR backend: every text region found is blanked (harmless markers too)")
 
     own = header_values(image, _HEADER_KEYWORDS)
     merged = _merge(own, header or {})
@@ -247,6 +248,12 @@ def redact_text(
     for flag in flags:
         log.warning("%s: %s", name, flag)
     return RedactResult(image=marked, regions=regions, qc=qc, pad_px=pad_px)
+
+
+@functools.cache
+def _say_once(message: str) -> None:
+    """Log ``message`` once per process (not once per image of a batch)."""
+    log.info(message)
 
 
 def _frames(n: int, progress: bool) -> Any:

@@ -215,7 +215,7 @@ def test_head_mask_fills_holes_as_scipy_does_in_3d_and_slice_by_slice():
     """The one-labelling hole fill equals scipy's binary_fill_holes, whole and per slice."""
     from scipy import ndimage
 
-    from deephealth_deid.deface.conform import _holes
+    from deephealth_deid.deface.postprocess import holes as _holes
 
     rng = np.random.default_rng(5)
     for density in (0.3, 0.55, 0.7):

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io.volume import Volume
+from .postprocess import holes
 
 __all__ = [
     "Grid",
@@ -71,9 +72,9 @@ def head_mask(array: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(array, dtype=np.float32)
     mask = a > head_threshold(a)
-    filled = mask | _holes(mask, (0, 1, 2))
+    filled = mask | holes(mask, (0, 1, 2))
     for axis in range(3):
-        filled |= _holes(mask, tuple(x for x in range(3) if x != axis))
+        filled |= holes(mask, tuple(x for x in range(3) if x != axis))
     labels, n = ndimage.label(filled)
     if n > 1:
         sizes = np.bincount(labels.ravel())
@@ -90,31 +91,6 @@ def head_threshold(array: np.ndarray) -> float:
     hi = np.percentile(sample, 99.5)
     lo = np.percentile(sample, 0.5)
     return float(_otsu(np.clip(sample, lo, hi).ravel()) * 0.5) if hi > lo else float(hi)
-
-
-def _holes(mask: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """The holes of ``mask``, in 3D (``axes`` all three) or in every 2D slice across the missing axis.
-
-    A hole is a component of the background (face-connected along ``axes``)
-    that does not reach the array's border along them: what
-    ``scipy.ndimage.binary_fill_holes`` fills, found with one labelling
-    instead of its iterated dilation (twice as fast on a head, and one call
-    for all slices).
-    """
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1, 1, 1] = True
-    for axis in axes:
-        for end in (0, 2):
-            at = [1, 1, 1]
-            at[axis] = end
-            structure[tuple(at)] = True
-    labels, n = ndimage.label(~mask, structure=structure)
-    outside = np.zeros(n + 1, bool)
-    outside[0] = True  # the mask itself
-    for axis in axes:
-        outside[np.take(labels, 0, axis=axis)] = True
-        outside[np.take(labels, -1, axis=axis)] = True
-    return ~outside[labels]
 
 
 def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> tuple[np.ndarray, Grid]:

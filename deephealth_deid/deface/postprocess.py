@@ -32,6 +32,7 @@ __all__ = [
     "fill_face",
     "open_box",
     "grow_and_guard",
+    "holes",
     "keep_plausible_components",
     "surface_depth",
     "to_ras",
@@ -43,19 +44,47 @@ MAX_COMPONENTS: dict[int, int] = {1: 2, 2: 1, 3: 1, 4: 2}
 MIN_VOLUME_MM3: dict[int, float] = {1: 150.0, 2: 300.0, 3: 200.0, 4: 300.0}
 
 
+def holes(mask: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """The holes of ``mask``, in 3D (``axes`` all three) or in every 2D slice across the missing axis.
+
+    A hole is a component of the background (face-connected along ``axes``)
+    that does not reach the array's border along them: what
+    ``scipy.ndimage.binary_fill_holes`` fills, found with one labelling
+    instead of its iterated dilation (twice as fast on a head, and one call
+    for all slices).
+    """
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1, 1, 1] = True
+    for axis in axes:
+        for end in (0, 2):
+            at = [1, 1, 1]
+            at[axis] = end
+            structure[tuple(at)] = True
+    labels, n = ndimage.label(~mask, structure=structure)
+    outside = np.zeros(n + 1, bool)
+    outside[0] = True  # the mask itself
+    for axis in axes:
+        outside[np.take(labels, 0, axis=axis)] = True
+        outside[np.take(labels, -1, axis=axis)] = True
+    return ~outside[labels]
+
+
 def keep_plausible_components(labels: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
     """Keep, per feature, its largest components up to :data:`MAX_COMPONENTS`, each big enough."""
     voxel = float(np.prod(spacing))
     out = np.zeros_like(labels)
+    # Each feature is labelled in its own bounding box only: the features are small, the array is not.
+    boxes = ndimage.find_objects(labels, max_label=max(MAX_COMPONENTS))
     for value, most in MAX_COMPONENTS.items():
-        comp, n = ndimage.label(labels == value)
-        if n == 0:
+        box = boxes[value - 1]
+        if box is None:
             continue
+        comp, _ = ndimage.label(labels[box] == value)
         sizes = np.bincount(comp.ravel())[1:] * voxel
         order = np.argsort(sizes)[::-1][:most]
         # A second eye or ear must be at least a fifth the size of the first.
         keep = [i + 1 for i in order if sizes[i] >= MIN_VOLUME_MM3[value] and sizes[i] >= sizes[order[0]] / 5]
-        out[np.isin(comp, keep)] = value
+        out[box][np.isin(comp, keep)] = value
     return out
 
 
@@ -75,7 +104,8 @@ def _fill(head: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
     padded = np.pad(head, [(int(k), int(k)) for k in r])
     closed = ndimage.binary_closing(padded, structure=structure)
     closed = closed[tuple(slice(int(k), -int(k)) for k in r)]
-    return ndimage.binary_fill_holes(closed | head)
+    filled = closed | head
+    return filled | holes(filled, (0, 1, 2))
 
 
 def grow_and_guard(

@@ -386,6 +386,16 @@ def _save(engine, spec: UNetSpec, path: Path, **metadata) -> Path:
     return path
 
 
+def test_a_model_file_carries_its_threshold(torch_engine, tmp_path):
+    """The threshold chosen when a model was shipped is the loader's default; an explicit one wins."""
+    spec = text_unet_spec(widths=(4, 8))
+    own = _save(torch_engine, spec, tmp_path / "own.st", task="text", threshold=0.3)
+    plain = _save(torch_engine, spec, tmp_path / "plain.st", task="text")
+    assert load_text_detector(own, engine="torch", device="cpu").threshold == 0.3
+    assert load_text_detector(own, engine="torch", device="cpu", threshold=0.6).threshold == 0.6
+    assert load_text_detector(plain, engine="torch", device="cpu").threshold == 0.5
+
+
 def test_only_a_2d_rgb_two_class_text_model_loads(torch_engine, tmp_path):
     from deephealth_deid.shipped import shipped_model
 

@@ -27,14 +27,24 @@ def main(argv: list[str] | None = None) -> int:
         "--status",
         help="record a status in the model's metadata (e.g. experimental); loaders warn unless 'validated'",
     )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="text models: the probability from which a pixel is text, chosen on held-out images "
+        "(load_text_detector's default for this file)",
+    )
     args = parser.parse_args(argv)
     dst = MODELS / args.file
-    if args.status:
+    extra = {
+        **({"status": args.status} if args.status else {}),
+        **({"threshold": args.threshold} if args.threshold is not None else {}),
+    }
+    if extra:
         from deephealth_deid.engines import get_engine
 
         engine = get_engine("torch", device="cpu")
         model, spec, metadata = engine.load(args.model)
-        engine.save(model, spec, dst, metadata={**metadata, "status": args.status}, overwrite=True)
+        engine.save(model, spec, dst, metadata={**metadata, **extra}, overwrite=True)
     else:
         shutil.copyfile(args.model, dst)
     sha = hashlib.sha256(dst.read_bytes()).hexdigest()

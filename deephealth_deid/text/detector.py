@@ -76,7 +76,9 @@ def load_text_detector(
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
         **options: Options of :class:`~.network.NetTextDetector`
             (``threshold``, ``grow_threshold``, ``tile``, ``overlap``, ``min_area_px``,
-            ``bridge_gap``, ``vertical_look``).
+            ``bridge_gap``, ``vertical_look``). ``threshold`` defaults to the
+            model file's own (its metadata's ``threshold``, chosen on held-out
+            images when it was shipped), else 0.5.
 
     Returns:
         A :class:`~.network.NetTextDetector` whose regions have ``source='net'``.
@@ -105,7 +107,9 @@ def load_text_detector(
         if not path.is_file():
             raise InputNotFoundError(f"{path}: no such text-detection model file")
     stat = path.stat()
-    eng, net, spec, _ = _load(str(path), sha256, engine, device, (stat.st_size, stat.st_mtime_ns))
+    eng, net, spec, metadata = _load(str(path), sha256, engine, device, (stat.st_size, stat.st_mtime_ns))
+    if "threshold" in metadata:  # the operating point chosen for this file on held-out images
+        options.setdefault("threshold", float(metadata["threshold"]))
     return NetTextDetector(eng, net, spec=spec, **options)
 
 

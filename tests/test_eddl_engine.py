@@ -209,7 +209,7 @@ def test_redact_on_eddl_blanks_what_torch_blanks(eddl_engine):
     image = dd.load_image(path)
     on_torch = dd.redact_text(image, ocr="none", engine="torch", device="cpu")
     on_eddl = dd.redact_text(image, ocr="none", engine="eddl", device="cpu")
-    assert on_eddl.qc.detected == on_torch.qc.detected >= 10
+    assert on_eddl.qc.detected == on_torch.qc.detected >= 5  # the header band, parameters, scale
     assert [r.box for r in on_eddl.regions] == [r.box for r in on_torch.regions]
     assert np.array_equal(on_eddl.image.frames, on_torch.image.frames)
 

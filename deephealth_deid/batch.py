@@ -45,6 +45,8 @@ from typing import Any
 
 from .errors import DeidError, InputNotFoundError, OutputError
 from .io._sniff import sniff
+from .io.nifti import NIFTI_SUFFIXES
+from .io.raster import RASTER_SUFFIXES
 
 __all__ = ["Case", "BatchSummary", "find_cases", "run_batch", "DONE"]
 
@@ -55,9 +57,8 @@ PathLike = str | os.PathLike[str]
 #: Statuses of a case that is finished: skipped when the batch runs again.
 DONE = ("done", "flagged")
 
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _IMAGE_KINDS = ("dicom", "png", "jpeg", "tiff")
-_KNOWN_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".dicom", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_KNOWN_SUFFIXES = (*NIFTI_SUFFIXES, ".dcm", ".dicom", ".ima", ".dc3", *RASTER_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class BatchSummary:
 
 
 def _is_nifti_name(path: Path) -> bool:
-    return path.name.lower().endswith(_NIFTI_SUFFIXES)
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def _kind(path: Path) -> str:

@@ -525,12 +525,10 @@ class NetTextDetector:
         """
         prob = self.probabilities(frame)
         regions = self._regions(prob)
-        if self.vertical_look and any(r.y1 - r.y0 >= 1.5 * (r.x1 - r.x0) for r in regions):
-            for r in regions:
-                if r.y1 - r.y0 >= 1.5 * (r.x1 - r.x0):
-                    self._look_along(frame, prob, r)
-            regions = self._regions(prob)
-        return regions
+        vertical = [r for r in regions if r.y1 - r.y0 >= 1.5 * (r.x1 - r.x0)] if self.vertical_look else []
+        for r in vertical:
+            self._look_along(frame, prob, r)
+        return self._regions(prob) if vertical else regions
 
     def _regions(self, prob: np.ndarray) -> list[Region]:
         return regions_from_probabilities(

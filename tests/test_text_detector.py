@@ -193,15 +193,15 @@ def test_tile_windows_are_the_fewest_equal_windows_that_cover_the_axis():
         tile_windows(1024, 64, 64, 8)
 
 
-def test_probabilities_become_one_box_per_blob_and_overlapping_boxes_merge():
+def test_probabilities_become_one_box_per_blob_and_boxes_inside_boxes_are_absorbed():
     p = np.zeros((60, 100), np.float32)
     p[5:12, 10:40] = 0.9  # a string
     p[20:23, 5:8] = 0.8  # a blob of 9 pixels: too small with min_area_px=12
     p[30:34, 60:64] = 0.6  # two squares touching at a corner: one 8-connected blob
     p[34:38, 64:68] = 0.6
-    p[40:50, 10:12] = 0.7  # an L whose box holds a separate dot-like blob: boxes overlap, merged
-    p[48:50, 10:30] = 0.7
-    p[42:46, 20:24] = 1.0
+    p[40:50, 10:30] = 0.7  # a string with a blob of its own inside its box: absorbed by it
+    p[42:48, 13:21] = 0.0
+    p[43:47, 15:18] = 1.0
     p[40:44, 80:90] = 0.9  # two boxes side by side, touching but not overlapping: kept apart
     p[40:44, 91:99] = 0.9
     p[55:58, 40:60] = 0.49  # under the threshold
@@ -216,11 +216,34 @@ def test_probabilities_become_one_box_per_blob_and_overlapping_boxes_merge():
         (91, 40, 99, 44),
     }
     assert boxes[(10, 5, 40, 12)] == pytest.approx(0.9)
-    # The merged region's score is the mean probability over the pixels of both blobs.
-    lshape, dot = 20 + 40 - 4, 16
-    assert boxes[(10, 40, 30, 50)] == pytest.approx((0.7 * lshape + 1.0 * dot) / (lshape + dot))
+    # The absorbing region's score is the mean probability over the pixels of both blobs.
+    ring, dot = 200 - 48, 12
+    assert boxes[(10, 40, 30, 50)] == pytest.approx((0.7 * ring + 1.0 * dot) / (ring + dot))
     assert [r.y0 for r in regions] == sorted(r.y0 for r in regions)
     assert regions_from_probabilities(np.zeros((8, 8), np.float32)) == []
+
+
+def test_crossing_strings_get_boxes_of_their_own_not_one_round_them_all():
+    p = np.zeros((200, 200), np.float32)
+    p[10:190, 90:102] = 0.9  # a vertical string ...
+    p[40:54, 20:180] = 0.9  # ... crossing a horizontal one
+    p[120:132, 60:90] = 0.9  # ... and touching another with its end: an L
+    p[150:160, 5:60] = 0.9  # a string apart, with a dot inside its box ...
+    p[152:156, 20:24] = 0.0
+    p[153:155, 21:23] = 0.9  # ... too small to be kept on its own (min_area_px)
+    regions = regions_from_probabilities(p, min_area_px=1)
+    covered = np.zeros(p.shape, bool)
+    for r in regions:
+        covered[r.y0 : r.y1, r.x0 : r.x1] = True
+    assert covered[p > 0.5].all()
+    # The old single box round the crossing blob (x 20..180, y 10..190) would blank 28,800
+    # pixels; the strings themselves hold 180 * 12 + 148 * 14 + 30 * 12 = 4,592.
+    assert covered[:140].sum() == (p[:140] > 0.5).sum()
+    boxes = sorted(r.box for r in regions)
+    assert (90, 10, 102, 190) in boxes  # the vertical string whole: it is the longer at the crossing
+    assert (20, 40, 90, 54) in boxes and (102, 40, 180, 54) in boxes  # the horizontal one, cut there
+    assert (60, 120, 90, 132) in boxes
+    assert (5, 150, 60, 160) in boxes and len(boxes) == 5  # the dot absorbed
 
 
 def test_lines_a_blob_bridges_become_boxes_of_their_own():
@@ -309,15 +332,27 @@ def test_vertical_look_extends_a_vertical_string_and_adds_nothing_else():
     assert [r.box for r in on.detect(flat)] == [(100, 60, 300, 72)]
 
 
-def test_merging_goes_on_until_no_boxes_overlap():
-    p = np.zeros((40, 60), np.float32)
-    p[5:30, 5:7] = 0.9  # A: an L, box x 5..25, y 5..30
-    p[28:30, 5:25] = 0.9
-    p[8:10, 20:40] = 0.9  # B: overlaps A's box; A+B: x 5..40, y 5..30
-    p[12:14, 30:50] = 0.9  # C: overlaps neither A's box nor B's, only theirs merged
-    p[35:38, 45:60] = 0.9  # D: below everything, alone
-    regions = regions_from_probabilities(p, min_area_px=1)
-    assert [r.box for r in regions] == [(5, 5, 50, 30), (45, 35, 60, 38)]
+def test_a_box_is_absorbed_by_one_box_only_never_joining_two():
+    from deephealth_deid.text.boxes import _merge_overlapping
+
+    boxes = np.array(
+        [
+            [0, 0, 40, 20],  # A
+            [30, 0, 70, 20],  # B: shares a quarter of A, kept apart
+            [32, 4, 38, 16],  # C: inside both A and B; absorbed by one of them only
+            [60, 10, 100, 30],  # D: shares 10 x 10 with B, a quarter of its own 40 x 20
+            [90, 25, 96, 40],  # E: a third inside D: apart
+        ]
+    )
+    ones = np.ones(len(boxes))
+    out, sums, areas, _ = _merge_overlapping(boxes, ones, ones * 10, ones)
+    assert sorted(map(tuple, out.tolist())) == [
+        (0, 0, 40, 20),
+        (30, 0, 70, 20),
+        (60, 10, 100, 30),
+        (90, 25, 96, 40),
+    ]
+    assert sorted(sums.tolist()) == [1, 1, 1, 2] and areas.sum() == 50
 
 
 def test_pixelwise_model_finds_the_white_bars_exactly_tiled_or_not(torch_engine, pixelwise):

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from .batch import redact_batch
 from .blank import blank_regions, fill_value
+from .boxes import regions_from_probabilities
 from .detector import get_detector, load_text_detector
 from .files import redact_file, redact_text_file, write_qc_png
-from .network import NetTextDetector, network_input, regions_from_probabilities
+from .network import NetTextDetector, network_input
 from .ocr import OcrBackend, OcrDetector, get_ocr
 from .pipeline import RedactQC, RedactResult, redact_text
 from .policy import HeaderTerms, Policy

@@ -16,22 +16,16 @@ blob.
   windows line up with those of a whole-frame prediction) are predicted one
   by one and stitched by taking the maximum text probability, so a string cut
   by one tile's edge is still found whole in its neighbour.
-* Boxes: :func:`regions_from_probabilities`: threshold, 8-connected
-  components, components smaller than ``min_area_px`` dropped, then
-  components whose boxes overlap merged until no two boxes overlap; each
-  region's score is the mean probability over its pixels.
+* Boxes: :func:`~.boxes.regions_from_probabilities` (see :mod:`.boxes`).
 
 Example:
-    >>> prob = np.zeros((40, 60), np.float32)
-    >>> prob[5:12, 10:40] = 0.9
-    >>> [(r.box, round(r.score, 2)) for r in regions_from_probabilities(prob)]
-    [((10, 5, 40, 12), 0.9)]
+    >>> tile_windows(2048, 1024, 64, 8)
+    (736, [0, 656, 1312])
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -39,19 +33,17 @@ from scipy import ndimage as ndi
 
 from ..errors import ModelCheckError
 from ..nets import UNetSpec, crop_padding, pad_to_multiple
+from .boxes import EIGHT, regions_from_probabilities
 from .regions import Region
 
 __all__ = [
     "NetTextDetector",
     "check_text_spec",
     "network_input",
-    "regions_from_probabilities",
     "tile_windows",
 ]
 
 log = logging.getLogger(__name__)
-
-_EIGHT = np.ones((3, 3), bool)
 
 
 def network_input(frame: np.ndarray) -> np.ndarray:
@@ -149,243 +141,6 @@ def tile_windows(size: int, tile: int, overlap: int, stride: int = 1) -> tuple[i
     span = size - length
     starts = [(k * span // (n - 1)) // stride * stride for k in range(n - 1)] + [span]
     return length, starts
-
-
-def regions_from_probabilities(
-    prob: np.ndarray,
-    *,
-    threshold: float = 0.5,
-    grow_threshold: float | None = None,
-    min_area_px: int = 12,
-    bridge_gap: float = 0.0,
-    frame: int = 0,
-) -> list[Region]:
-    """Text regions from a text-probability map.
-
-    Pixels with a probability of at least ``threshold`` are grouped into
-    8-connected components (with ``grow_threshold``, hysteresis: components
-    of the pixels of at least ``grow_threshold`` that hold a pixel of at least
-    ``threshold``, so a string whose ends or faint glyphs the network is less
-    sure of is boxed whole, while faint blobs alone stay out); components of fewer than ``min_area_px`` pixels
-    are dropped; each remaining component gives its tight box, and components
-    whose boxes overlap (share at least one pixel) are merged, repeatedly, so
-    that no two boxes returned overlap. With ``bridge_gap``, pieces of one line
-    of text are joined across the gap between them (see :func:`_bridge`). A
-    region's score is the mean probability over the pixels of its components.
-
-    Args:
-        prob: ``(rows, columns)`` probabilities in 0-1.
-        threshold: Probability from which a pixel is text.
-        grow_threshold: Lower probability to which text blobs grow (``None``:
-            no growing); at most ``threshold``.
-        min_area_px: Smallest component kept, in pixels.
-        bridge_gap: Join two boxes of one line of text whose gap is at most
-            this many line thicknesses (0: never).
-        frame: Frame index given to the regions.
-
-    Returns:
-        The regions (``source='net'``), sorted by their top, then left edge.
-    """
-    p = np.asarray(prob, dtype=np.float32)
-    if p.ndim != 2:
-        raise ValueError(f"expected a (rows, columns) probability map, got shape {p.shape}")
-    if grow_threshold is not None and not 0.0 < grow_threshold <= threshold:
-        raise ValueError(f"grow_threshold must be in (0, threshold], got {grow_threshold!r}")
-    low = threshold if grow_threshold is None else grow_threshold
-    labels, n = ndi.label(p >= low, structure=_EIGHT)
-    if n and low < threshold:
-        seeded = np.zeros(n + 1, bool)
-        seeded[labels[p >= threshold]] = True
-        seeded[0] = False
-        labels, n = ndi.label(seeded[labels], structure=_EIGHT)
-    if n == 0:
-        return []
-    flat = labels.ravel()
-    areas = np.bincount(flat, minlength=n + 1)[1:]
-    keep = areas >= max(int(min_area_px), 1)
-    parts: list[tuple[int, int, int, int, float, float, float]] = []
-    for k, sl in enumerate(ndi.find_objects(labels)):
-        if not keep[k]:
-            continue
-        mask = labels[sl] == k + 1
-        prob_in = p[sl]
-        for y0, y1, x0, x1 in _split_lines(mask):
-            piece = mask[y0:y1, x0:x1]
-            area = float(piece.sum())
-            parts.append(
-                (
-                    sl[1].start + x0,
-                    sl[0].start + y0,
-                    sl[1].start + x1,
-                    sl[0].start + y1,
-                    float(prob_in[y0:y1, x0:x1][piece].sum(dtype=np.float64)),
-                    area,
-                    area / max(y1 - y0, x1 - x0),  # thickness of the line(s): area over length
-                )
-            )
-    if not parts:
-        return []
-    table = np.array(parts, dtype=np.float64)
-    merged = _merge_overlapping(table[:, :4].astype(np.int64), table[:, 4], table[:, 5], table[:, 6])
-    while bridge_gap > 0 and _bridge(merged[0], merged[3], bridge_gap):
-        merged = _merge_overlapping(*merged)
-    boxes, sums, areas, lines = merged
-    order = np.lexsort((boxes[:, 0], boxes[:, 1])) if len(boxes) else []
-    return [
-        Region(
-            frame=frame,
-            x0=int(boxes[k, 0]),
-            y0=int(boxes[k, 1]),
-            x1=int(boxes[k, 2]),
-            y1=int(boxes[k, 3]),
-            score=float(np.clip(sums[k] / areas[k], 0.0, 1.0)),
-            source="net",
-            line_px=max(1, math.ceil(lines[k])),
-        )
-        for k in order
-    ]
-
-
-#: A valley between two lines of one blob: rows (columns) holding at most this share of the
-#: fuller line's pixels per row (column).
-_VALLEY = 0.25
-#: Smallest line a blob is split into (pixels across), so glyphs are never cut into pieces.
-_MIN_LINE_PX = 6
-
-
-def _split_lines(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Split one blob into the lines it bridges: tight ``(y0, y1, x0, x1)`` boxes covering all its pixels.
-
-    Strings a few pixels apart often touch in the probability map, and one box
-    around both would blank the background between them too. A blob wider than
-    tall is cut between rows (stacked horizontal lines), one taller than wide
-    between columns (side-by-side vertical lines), recursively, at the
-    emptiest row (column) of a valley: a run holding at most ``_VALLEY`` of
-    the pixels per row of the lines on both sides, each side at least
-    ``_MIN_LINE_PX`` across. A line is never cut along its length, so a
-    string is never cut into words, and every pixel of the blob is in exactly
-    one box.
-    """
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        return []
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    m = mask[y0:y1, x0:x1]
-    rows, cols = m.shape
-    axis = 1 if cols >= rows else 0  # profile across the lines: per row, or per column
-    profile = m.sum(axis=axis)
-    n = profile.size
-    if n >= 2 * _MIN_LINE_PX:
-        # Fullest row (column) on each side of every cut position.
-        before = np.maximum.accumulate(profile)
-        after = np.maximum.accumulate(profile[::-1])[::-1]
-        cut = np.arange(_MIN_LINE_PX, n - _MIN_LINE_PX + 1)
-        ok = profile[cut] <= _VALLEY * np.minimum(before[cut - 1], after[cut])
-        if ok.any():
-            candidates = cut[ok]
-            at = int(candidates[np.argmin(profile[candidates])])
-            if axis == 1:
-                halves = [(m[:at], 0, 0), (m[at:], at, 0)]
-            else:
-                halves = [(m[:, :at], 0, 0), (m[:, at:], 0, at)]
-            out = []
-            for half, dy, dx in halves:
-                for a0, a1, b0, b1 in _split_lines(half):
-                    out.append((y0 + dy + a0, y0 + dy + a1, x0 + dx + b0, x0 + dx + b1))
-            return out
-    return [(y0, y1, x0, x1)]
-
-
-def _merge_overlapping(
-    boxes: np.ndarray, sums: np.ndarray, areas: np.ndarray, lines: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Merge boxes ``(x0, y0, x1, y1)`` that overlap until none do (sums, areas add up; lines: the max)."""
-    while len(boxes) > 1:
-        order = np.argsort(boxes[:, 0], kind="stable")
-        b, s, a, t = boxes[order], sums[order], areas[order], lines[order]
-        parent = list(range(len(b)))
-        merged = False
-        for i in range(len(b)):
-            # Boxes starting at or after this one's left edge and before its right edge overlap it
-            # along x; keep those that overlap along y too.
-            end = int(np.searchsorted(b[:, 0], b[i, 2], side="left"))
-            if end <= i + 1:
-                continue
-            cand = np.arange(i + 1, end)
-            for j in cand[(b[cand, 1] < b[i, 3]) & (b[i, 1] < b[cand, 3])]:
-                ri, rj = _root(parent, i), _root(parent, int(j))
-                if ri != rj:
-                    parent[rj] = ri
-                    merged = True
-        if not merged:
-            return b, s, a, t
-        roots = np.array([_root(parent, i) for i in range(len(b))])
-        groups, inverse = np.unique(roots, return_inverse=True)
-        out = np.empty((len(groups), 4), np.int64)
-        for col, fn in ((0, np.minimum), (1, np.minimum), (2, np.maximum), (3, np.maximum)):
-            out[:, col] = b[groups, col]
-            fn.at(out[:, col], inverse, b[:, col])
-        boxes = out
-        sums = np.bincount(inverse, weights=s, minlength=len(groups))
-        areas = np.bincount(inverse, weights=a, minlength=len(groups))
-        lines = np.zeros(len(groups))
-        np.maximum.at(lines, inverse, t)
-    return boxes, sums, areas, lines
-
-
-#: Boxes joined by :func:`_bridge` lie on one line: they share this much of the thinner one's
-#: thickness across the line ...
-_BRIDGE_OVERLAP = 0.6
-#: ... and their lines' thicknesses differ by at most this factor.
-_BRIDGE_THICKNESS = 2.0
-#: A box more than this many line thicknesses across holds several lines: never bridged.
-_BRIDGE_MAX_LINES = 2.5
-
-
-def _bridge(boxes: np.ndarray, lines: np.ndarray, gap: float) -> bool:
-    """Grow the first of two boxes of one line of text over the gap to the second; whether any grew.
-
-    The network sometimes loses the middle of a faint or long string (a low
-    contrast stretch of background, the spaces of a vertical string), and
-    the pieces around the gap come out as separate boxes: the glyphs in the
-    gap would stay. Two single-line boxes are taken for one line when they
-    overlap across the line by :data:`_BRIDGE_OVERLAP` of the thinner one,
-    their thicknesses are alike, and the gap along the line is at most
-    ``gap`` times the thicker line. The first box then spans both, and
-    :func:`_merge_overlapping` merges them (``boxes`` is changed in place).
-    """
-    for axis in (0, 1):  # 0: horizontal lines (gap along x), 1: vertical lines (gap along y)
-        along0, along1, across0, across1 = (0, 2, 1, 3) if axis == 0 else (1, 3, 0, 2)
-        across = boxes[:, across1] - boxes[:, across0]
-        single = across <= _BRIDGE_MAX_LINES * lines
-        idx = np.nonzero(single)[0]
-        for i in idx:
-            j = idx[idx != i]
-            overlap = np.minimum(boxes[i, across1], boxes[j, across1]) - np.maximum(
-                boxes[i, across0], boxes[j, across0]
-            )
-            distance = boxes[j, along0] - boxes[i, along1]  # j after i along the line
-            thick = np.maximum(lines[i], lines[j])
-            ok = (
-                (overlap >= _BRIDGE_OVERLAP * np.minimum(across[i], across[j]))
-                & (distance > 0)
-                & (distance <= gap * thick)
-                & (thick <= _BRIDGE_THICKNESS * np.minimum(lines[i], lines[j]))
-            )
-            if ok.any():
-                k = int(j[ok][np.argmin(distance[ok])])
-                boxes[i, :2] = np.minimum(boxes[i, :2], boxes[k, :2])
-                boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[k, 2:])
-                return True
-    return False
-
-
-def _root(parent: list[int], i: int) -> int:
-    """Union-find: the root of ``i`` (compressing the path on the way)."""
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
 
 
 class NetTextDetector:
@@ -547,7 +302,7 @@ class NetTextDetector:
         x0, x1 = max(0, region.x0 - self.overlap), min(cols, region.x1 + self.overlap)
         turned = np.ascontiguousarray(np.rot90(frame[y0:y1, x0:x1], 1))
         second = np.rot90(self.probabilities(turned), -1)
-        blobs, _ = ndi.label(second >= self.threshold, structure=_EIGHT)
+        blobs, _ = ndi.label(second >= self.threshold, structure=EIGHT)
         joined = np.unique(blobs[region.y0 - y0 : region.y1 - y0, region.x0 - x0 : region.x1 - x0])
         joined = joined[joined > 0]
         if joined.size:

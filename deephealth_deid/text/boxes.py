@@ -1,0 +1,312 @@
+"""Text boxes: a text-probability map to regions.
+
+Threshold (with optional hysteresis), 8-connected blobs, small blobs
+dropped; each blob split into tight boxes (a sparse blob, such as a vertical
+string crossing horizontal ones, first into its horizontal and vertical
+strokes, then every piece into its lines); pieces of one line joined across
+gaps the network lost; boxes lying mostly inside a larger one absorbed by
+it. Boxes of different strings may cross or touch: it is their union that is
+blanked, not a box round them all.
+
+Example:
+    >>> prob = np.zeros((40, 60), np.float32)
+    >>> prob[5:12, 10:40] = 0.9
+    >>> [(r.box, round(r.score, 2)) for r in regions_from_probabilities(prob)]
+    [((10, 5, 40, 12), 0.9)]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .regions import Region
+
+__all__ = ["regions_from_probabilities", "EIGHT"]
+
+#: 8-connectivity in 2D.
+EIGHT = np.ones((3, 3), bool)
+
+
+def regions_from_probabilities(
+    prob: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    grow_threshold: float | None = None,
+    min_area_px: int = 12,
+    bridge_gap: float = 0.0,
+    frame: int = 0,
+) -> list[Region]:
+    """Text regions from a text-probability map.
+
+    Pixels with a probability of at least ``threshold`` are grouped into
+    8-connected components (with ``grow_threshold``, hysteresis: components
+    of the pixels of at least ``grow_threshold`` that hold a pixel of at least
+    ``threshold``, so a string whose ends or faint glyphs the network is less
+    sure of is boxed whole, while faint blobs alone stay out); components of
+    fewer than ``min_area_px`` pixels are dropped. Each remaining component
+    is split into tight boxes that hold all its pixels (:func:`_split_blob`:
+    its lines, and first its horizontal and vertical strokes when it fills
+    less than half its box). With ``bridge_gap``, pieces of one line of text
+    are joined across the gap between them (see :func:`_bridge`). A box that
+    lies mostly inside a larger one is absorbed by it
+    (:func:`_merge_overlapping`); others may overlap. A region's score is the
+    mean probability over the pixels of its boxes.
+
+    Args:
+        prob: ``(rows, columns)`` probabilities in 0-1.
+        threshold: Probability from which a pixel is text.
+        grow_threshold: Lower probability to which text blobs grow (``None``:
+            no growing); at most ``threshold``.
+        min_area_px: Smallest component kept, in pixels.
+        bridge_gap: Join two boxes of one line of text whose gap is at most
+            this many line thicknesses (0: never).
+        frame: Frame index given to the regions.
+
+    Returns:
+        The regions (``source='net'``), sorted by their top, then left edge.
+    """
+    p = np.asarray(prob, dtype=np.float32)
+    if p.ndim != 2:
+        raise ValueError(f"expected a (rows, columns) probability map, got shape {p.shape}")
+    if grow_threshold is not None and not 0.0 < grow_threshold <= threshold:
+        raise ValueError(f"grow_threshold must be in (0, threshold], got {grow_threshold!r}")
+    low = threshold if grow_threshold is None else grow_threshold
+    labels, n = ndi.label(p >= low, structure=EIGHT)
+    if n and low < threshold:
+        seeded = np.zeros(n + 1, bool)
+        seeded[labels[p >= threshold]] = True
+        seeded[0] = False
+        labels, n = ndi.label(seeded[labels], structure=EIGHT)
+    if n == 0:
+        return []
+    flat = labels.ravel()
+    areas = np.bincount(flat, minlength=n + 1)[1:]
+    keep = areas >= max(int(min_area_px), 1)
+    parts: list[tuple[int, int, int, int, float, float, float]] = []
+    for k, sl in enumerate(ndi.find_objects(labels)):
+        if not keep[k]:
+            continue
+        blob = labels[sl] == k + 1
+        prob_in = p[sl]
+        for y0, y1, x0, x1 in _split_blob(blob):
+            piece = blob[y0:y1, x0:x1]
+            area = float(piece.sum())
+            parts.append(
+                (
+                    sl[1].start + x0,
+                    sl[0].start + y0,
+                    sl[1].start + x1,
+                    sl[0].start + y1,
+                    float(prob_in[y0:y1, x0:x1][piece].sum(dtype=np.float64)),
+                    area,
+                    area / max(y1 - y0, x1 - x0),  # thickness of the line(s): area over length
+                )
+            )
+    if not parts:
+        return []
+    table = np.array(parts, dtype=np.float64)
+    merged = _merge_overlapping(table[:, :4].astype(np.int64), table[:, 4], table[:, 5], table[:, 6])
+    while bridge_gap > 0 and _bridge(merged[0], merged[3], bridge_gap):
+        merged = _merge_overlapping(*merged)
+    boxes, sums, areas, lines = merged
+    order = np.lexsort((boxes[:, 0], boxes[:, 1])) if len(boxes) else []
+    return [
+        Region(
+            frame=frame,
+            x0=int(boxes[k, 0]),
+            y0=int(boxes[k, 1]),
+            x1=int(boxes[k, 2]),
+            y1=int(boxes[k, 3]),
+            score=float(np.clip(sums[k] / areas[k], 0.0, 1.0)),
+            source="net",
+            line_px=max(1, math.ceil(lines[k])),
+        )
+        for k in order
+    ]
+
+
+#: A valley between two lines of one blob: rows (columns) holding at most this share of the
+#: fuller line's pixels per row (column).
+_VALLEY = 0.25
+#: Smallest line a blob is split into (pixels across), so glyphs are never cut into pieces.
+_MIN_LINE_PX = 6
+
+
+#: A blob filling less than this share of its box is taken apart into its horizontal and its
+#: vertical strokes before its lines are found: strings that cross or touch at an angle.
+_SPARSE_FILL = 0.5
+
+_ROW_RUNS = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]], bool)
+
+
+def _split_blob(blob: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Tight ``(y0, y1, x0, x1)`` boxes that together hold every pixel of ``blob`` and little else.
+
+    A blob that fills most of its box is split into lines (:func:`_split_lines`).
+    A sparse one (a vertical string crossing horizontal ones, an L of two strings
+    meeting at a corner) would give a box mostly of background: its pixels are
+    first sorted into horizontal strokes, those whose run along their row is at
+    least as long as the run along their column, and vertical strokes, the
+    others; each 8-connected piece of either is then split into lines. Where
+    strings cross, the crossing goes to the longer one, and the other is cut
+    in two there.
+    """
+    area = int(blob.sum())
+    if area >= _SPARSE_FILL * blob.size:
+        return _split_lines(blob)
+    along_row = _run_lengths(blob, _ROW_RUNS)
+    along_column = _run_lengths(blob, _ROW_RUNS.T)
+    horizontal = along_row >= along_column
+    out = []
+    for strokes in (blob & horizontal, blob & ~horizontal):
+        pieces, _ = ndi.label(strokes, structure=EIGHT)
+        for k, sl in enumerate(ndi.find_objects(pieces), start=1):
+            for y0, y1, x0, x1 in _split_lines(pieces[sl] == k):
+                out.append((sl[0].start + y0, sl[0].start + y1, sl[1].start + x0, sl[1].start + x1))
+    return out
+
+
+def _run_lengths(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """For every pixel of ``mask``, the length of its run of set pixels along ``structure`` (0 elsewhere)."""
+    runs, _ = ndi.label(mask, structure=structure)
+    return np.bincount(runs.ravel())[runs] * mask
+
+
+def _split_lines(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Split one blob into the lines it bridges: tight ``(y0, y1, x0, x1)`` boxes covering all its pixels.
+
+    Strings a few pixels apart often touch in the probability map, and one box
+    around both would blank the background between them too. A blob wider than
+    tall is cut between rows (stacked horizontal lines), one taller than wide
+    between columns (side-by-side vertical lines), recursively, at the
+    emptiest row (column) of a valley: a run holding at most ``_VALLEY`` of
+    the pixels per row of the lines on both sides, each side at least
+    ``_MIN_LINE_PX`` across. A line is never cut along its length, so a
+    string is never cut into words, and every pixel of the blob is in exactly
+    one box.
+    """
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return []
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    m = mask[y0:y1, x0:x1]
+    rows, cols = m.shape
+    axis = 1 if cols >= rows else 0  # profile across the lines: per row, or per column
+    profile = m.sum(axis=axis)
+    n = profile.size
+    if n >= 2 * _MIN_LINE_PX:
+        # Fullest row (column) on each side of every cut position.
+        before = np.maximum.accumulate(profile)
+        after = np.maximum.accumulate(profile[::-1])[::-1]
+        cut = np.arange(_MIN_LINE_PX, n - _MIN_LINE_PX + 1)
+        ok = profile[cut] <= _VALLEY * np.minimum(before[cut - 1], after[cut])
+        if ok.any():
+            candidates = cut[ok]
+            at = int(candidates[np.argmin(profile[candidates])])
+            if axis == 1:
+                halves = [(m[:at], 0, 0), (m[at:], at, 0)]
+            else:
+                halves = [(m[:, :at], 0, 0), (m[:, at:], 0, at)]
+            out = []
+            for half, dy, dx in halves:
+                for a0, a1, b0, b1 in _split_lines(half):
+                    out.append((y0 + dy + a0, y0 + dy + a1, x0 + dx + b0, x0 + dx + b1))
+            return out
+    return [(y0, y1, x0, x1)]
+
+
+#: Two boxes sharing at least this share of the smaller one are merged (:func:`_merge_overlapping`).
+_MERGE_SHARE = 0.5
+
+
+def _box_area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _merge_overlapping(
+    boxes: np.ndarray, sums: np.ndarray, areas: np.ndarray, lines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Absorb every box that lies mostly inside a larger one into it (sums, areas add up; lines: the max).
+
+    Boxes ``(x0, y0, x1, y1)`` are taken from the largest down; one that shares
+    at least :data:`_MERGE_SHARE` of its area with a box already taken is
+    absorbed by the one it shares most with, which grows to hold it (a ragged
+    edge of a string split off as a stroke of its own, a dot inside a box, a
+    piece of a line bridged to another). Repeated until no box is absorbed.
+    Boxes of different strings that only cross or touch stay apart, so their
+    union, not the box round them all, is blanked; and since a box is absorbed
+    by one box only, it never joins two others.
+    """
+    while len(boxes) > 1:
+        size = _box_area(boxes)
+        order = np.argsort(-size, kind="stable")
+        b, s, a, t = boxes[order].copy(), sums[order].copy(), areas[order].copy(), lines[order].copy()
+        alive = np.ones(len(b), bool)
+        for i in range(1, len(b)):
+            j = np.nonzero(alive[:i])[0]
+            shared = np.maximum(np.minimum(b[j, 2], b[i, 2]) - np.maximum(b[j, 0], b[i, 0]), 0) * np.maximum(
+                np.minimum(b[j, 3], b[i, 3]) - np.maximum(b[j, 1], b[i, 1]), 0
+            )
+            best = int(np.argmax(shared))
+            if shared[best] > 0 and shared[best] >= _MERGE_SHARE * _box_area(b[i]):
+                k = j[best]
+                b[k, :2] = np.minimum(b[k, :2], b[i, :2])
+                b[k, 2:] = np.maximum(b[k, 2:], b[i, 2:])
+                s[k] += s[i]
+                a[k] += a[i]
+                t[k] = max(t[k], t[i])
+                alive[i] = False
+        if alive.all():
+            return b, s, a, t
+        boxes, sums, areas, lines = b[alive], s[alive], a[alive], t[alive]
+    return boxes, sums, areas, lines
+
+
+#: Boxes joined by :func:`_bridge` lie on one line: they share this much of the thinner one's
+#: thickness across the line ...
+_BRIDGE_OVERLAP = 0.6
+#: ... and their lines' thicknesses differ by at most this factor.
+_BRIDGE_THICKNESS = 2.0
+#: A box more than this many line thicknesses across holds several lines: never bridged.
+_BRIDGE_MAX_LINES = 2.5
+
+
+def _bridge(boxes: np.ndarray, lines: np.ndarray, gap: float) -> bool:
+    """Grow the first of two boxes of one line of text over the gap to the second; whether any grew.
+
+    The network sometimes loses the middle of a faint or long string (a low
+    contrast stretch of background, the spaces of a vertical string), and
+    the pieces around the gap come out as separate boxes: the glyphs in the
+    gap would stay. Two single-line boxes are taken for one line when they
+    overlap across the line by :data:`_BRIDGE_OVERLAP` of the thinner one,
+    their thicknesses are alike, and the gap along the line is at most
+    ``gap`` times the thicker line. The first box then spans both, and
+    :func:`_merge_overlapping` merges them (``boxes`` is changed in place).
+    """
+    for axis in (0, 1):  # 0: horizontal lines (gap along x), 1: vertical lines (gap along y)
+        along0, along1, across0, across1 = (0, 2, 1, 3) if axis == 0 else (1, 3, 0, 2)
+        across = boxes[:, across1] - boxes[:, across0]
+        single = across <= _BRIDGE_MAX_LINES * lines
+        idx = np.nonzero(single)[0]
+        for i in idx:
+            j = idx[idx != i]
+            overlap = np.minimum(boxes[i, across1], boxes[j, across1]) - np.maximum(
+                boxes[i, across0], boxes[j, across0]
+            )
+            distance = boxes[j, along0] - boxes[i, along1]  # j after i along the line
+            thick = np.maximum(lines[i], lines[j])
+            ok = (
+                (overlap >= _BRIDGE_OVERLAP * np.minimum(across[i], across[j]))
+                & (distance > 0)
+                & (distance <= gap * thick)
+                & (thick <= _BRIDGE_THICKNESS * np.minimum(lines[i], lines[j]))
+            )
+            if ok.any():
+                k = int(j[ok][np.argmin(distance[ok])])
+                boxes[i, :2] = np.minimum(boxes[i, :2], boxes[k, :2])
+                boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[k, 2:])
+                return True
+    return False

@@ -226,42 +226,51 @@ def _box_area(boxes: np.ndarray) -> np.ndarray:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
+def _shared_areas(b: np.ndarray) -> np.ndarray:
+    """``[i, j]``: the pixels boxes ``b[i]`` and ``b[j]`` share."""
+    across = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+    down = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+    return np.clip(across, 0, None) * np.clip(down, 0, None)
+
+
 def _merge_overlapping(
     boxes: np.ndarray, sums: np.ndarray, areas: np.ndarray, lines: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Absorb every box that lies mostly inside a larger one into it (sums, areas add up; lines: the max).
 
-    Boxes ``(x0, y0, x1, y1)`` are taken from the largest down; one that shares
-    at least :data:`_MERGE_SHARE` of its area with a box already taken is
+    Boxes ``(x0, y0, x1, y1)`` are ordered from the largest down; one that
+    shares at least :data:`_MERGE_SHARE` of its area with a box before it is
     absorbed by the one it shares most with, which grows to hold it (a ragged
     edge of a string split off as a stroke of its own, a dot inside a box, a
-    piece of a line bridged to another). Repeated until no box is absorbed.
-    Boxes of different strings that only cross or touch stay apart, so their
-    union, not the box round them all, is blanked; and since a box is absorbed
-    by one box only, it never joins two others.
+    piece of a line bridged to another); a box absorbed by one that is itself
+    absorbed goes with it. Repeated until no box is absorbed. Boxes of
+    different strings that only cross or touch stay apart, so their union,
+    not the box round them all, is blanked; and since a box is absorbed by
+    one box only, it never joins two others.
     """
     while len(boxes) > 1:
-        size = _box_area(boxes)
-        order = np.argsort(-size, kind="stable")
-        b, s, a, t = boxes[order].copy(), sums[order].copy(), areas[order].copy(), lines[order].copy()
-        alive = np.ones(len(b), bool)
-        for i in range(1, len(b)):
-            j = np.nonzero(alive[:i])[0]
-            shared = np.maximum(np.minimum(b[j, 2], b[i, 2]) - np.maximum(b[j, 0], b[i, 0]), 0) * np.maximum(
-                np.minimum(b[j, 3], b[i, 3]) - np.maximum(b[j, 1], b[i, 1]), 0
-            )
-            best = int(np.argmax(shared))
-            if shared[best] > 0 and shared[best] >= _MERGE_SHARE * _box_area(b[i]):
-                k = j[best]
-                b[k, :2] = np.minimum(b[k, :2], b[i, :2])
-                b[k, 2:] = np.maximum(b[k, 2:], b[i, 2:])
-                s[k] += s[i]
-                a[k] += a[i]
-                t[k] = max(t[k], t[i])
-                alive[i] = False
-        if alive.all():
+        order = np.argsort(-_box_area(boxes), kind="stable")
+        b, s, a, t = boxes[order], sums[order], areas[order], lines[order]
+        n = len(b)
+        shared = np.tril(_shared_areas(b), k=-1)  # row i: the boxes before it, at least as large
+        best = np.argmax(shared, axis=1)
+        most = shared[np.arange(n), best]
+        absorbed = (most > 0) & (most >= _MERGE_SHARE * _box_area(b))
+        if not absorbed.any():
             return b, s, a, t
-        boxes, sums, areas, lines = b[alive], s[alive], a[alive], t[alive]
+        into = np.where(absorbed, best, np.arange(n))
+        while not np.array_equal(into[into], into):  # follow absorbed boxes to where they went
+            into = into[into]
+        groups, inverse = np.unique(into, return_inverse=True)
+        boxes = b[groups].copy()
+        np.minimum.at(boxes[:, 0], inverse, b[:, 0])
+        np.minimum.at(boxes[:, 1], inverse, b[:, 1])
+        np.maximum.at(boxes[:, 2], inverse, b[:, 2])
+        np.maximum.at(boxes[:, 3], inverse, b[:, 3])
+        sums = np.bincount(inverse, weights=s, minlength=len(groups))
+        areas = np.bincount(inverse, weights=a, minlength=len(groups))
+        lines = np.zeros(len(groups))
+        np.maximum.at(lines, inverse, t)
     return boxes, sums, areas, lines
 
 

@@ -635,3 +635,14 @@ def test_auto_on_a_cpu_detects_text_without_importing_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["onnxruntime", "False"]
+
+
+def test_second_looks_of_neighbouring_vertical_regions_share_one_window():
+    from deephealth_deid.text.network import _merged_windows
+
+    a, b, c = Region(0, 10, 0, 20, 60), Region(0, 10, 70, 20, 130), Region(0, 300, 0, 310, 60)
+    windows = [(0, 100, 0, 80), (30, 200, 0, 80), (0, 100, 240, 370)]  # a's and b's overlap; c's is apart
+    groups = _merged_windows(windows, [a, b, c])
+    assert groups == [((0, 200, 0, 80), [a, b]), ((0, 100, 240, 370), [c])]
+    # Two windows whose round box would be larger than both together stay apart.
+    assert len(_merged_windows([(0, 10, 0, 10), (20, 30, 20, 30)], [a, b])) == 2

@@ -300,22 +300,26 @@ def _bridge(boxes: np.ndarray, lines: np.ndarray, gap: float) -> bool:
         across = boxes[:, across1] - boxes[:, across0]
         single = across <= _BRIDGE_MAX_LINES * lines
         idx = np.nonzero(single)[0]
-        for i in idx:
-            j = idx[idx != i]
-            overlap = np.minimum(boxes[i, across1], boxes[j, across1]) - np.maximum(
-                boxes[i, across0], boxes[j, across0]
-            )
-            distance = boxes[j, along0] - boxes[i, along1]  # j after i along the line
-            thick = np.maximum(lines[i], lines[j])
-            ok = (
-                (overlap >= _BRIDGE_OVERLAP * np.minimum(across[i], across[j]))
-                & (distance > 0)
-                & (distance <= gap * thick)
-                & (thick <= _BRIDGE_THICKNESS * np.minimum(lines[i], lines[j]))
-            )
-            if ok.any():
-                k = int(j[ok][np.argmin(distance[ok])])
-                boxes[i, :2] = np.minimum(boxes[i, :2], boxes[k, :2])
-                boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[k, 2:])
-                return True
+        if idx.size < 2:
+            continue
+        b, t, w = boxes[idx], lines[idx], across[idx]
+        overlap = np.minimum(b[:, None, across1], b[None, :, across1]) - np.maximum(
+            b[:, None, across0], b[None, :, across0]
+        )
+        distance = b[None, :, along0] - b[:, None, along1]  # [i, j]: j after i along the line
+        thick = np.maximum(t[:, None], t[None, :])
+        ok = (
+            (overlap >= _BRIDGE_OVERLAP * np.minimum(w[:, None], w[None, :]))
+            & (distance > 0)
+            & (distance <= gap * thick)
+            & (thick <= _BRIDGE_THICKNESS * np.minimum(t[:, None], t[None, :]))
+        )
+        rows = np.nonzero(ok.any(axis=1))[0]
+        if rows.size:
+            r = int(rows[0])  # the first box that has a next piece on its line ...
+            k = int(np.argmin(np.where(ok[r], distance[r], np.iinfo(np.int64).max)))  # ... the nearest
+            i, k = int(idx[r]), int(idx[k])
+            boxes[i, :2] = np.minimum(boxes[i, :2], boxes[k, :2])
+            boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[k, 2:])
+            return True
     return False

@@ -276,14 +276,27 @@ class NetTextDetector:
         that a vertical string reads horizontally; what the second look finds
         joined to the region is added to the text probability, and the regions
         are drawn again. Whatever else it finds in the window is left out, so
-        it extends strings and never adds new blobs.
+        it extends strings and never adds new blobs. Windows of neighbouring
+        regions are looked at once together where one box round them is no
+        larger than theirs (:func:`_merged_windows`).
         """
         prob = self.probabilities(frame)
         regions = self._regions(prob)
         vertical = [r for r in regions if r.y1 - r.y0 >= 1.5 * (r.x1 - r.x0)] if self.vertical_look else []
-        for r in vertical:
-            self._look_along(frame, prob, r)
-        return self._regions(prob) if vertical else regions
+        rose = False
+        for window, inside in _merged_windows([self._look_window(prob.shape, r) for r in vertical], vertical):
+            rose |= self._look_along(frame, prob, window, inside)
+        return self._regions(prob) if rose else regions
+
+    def _look_window(self, shape: tuple[int, ...], region: Region) -> tuple[int, int, int, int]:
+        """``(y0, y1, x0, x1)`` of the second look along ``region``: its length on, the overlap across."""
+        reach = (region.y1 - region.y0) + self.spec.stride
+        return (
+            max(0, region.y0 - reach),
+            min(shape[0], region.y1 + reach),
+            max(0, region.x0 - self.overlap),
+            min(shape[1], region.x1 + self.overlap),
+        )
 
     def _regions(self, prob: np.ndarray) -> list[Region]:
         return regions_from_probabilities(
@@ -294,17 +307,56 @@ class NetTextDetector:
             bridge_gap=self.bridge_gap,
         )
 
-    def _look_along(self, frame: np.ndarray, prob: np.ndarray, region: Region) -> None:
-        """Raise ``prob`` (in place) with a quarter-turned prediction along the vertical ``region``."""
-        rows, cols = prob.shape
-        reach = (region.y1 - region.y0) + self.spec.stride
-        y0, y1 = max(0, region.y0 - reach), min(rows, region.y1 + reach)
-        x0, x1 = max(0, region.x0 - self.overlap), min(cols, region.x1 + self.overlap)
+    def _look_along(
+        self, frame: np.ndarray, prob: np.ndarray, window: tuple[int, int, int, int], regions: list[Region]
+    ) -> bool:
+        """Raise ``prob`` (in place) with a quarter-turned look at ``window`` along vertical ``regions``.
+
+        Only what the second look finds joined to one of the regions raises
+        the probability. Returns whether any probability rose.
+        """
+        y0, y1, x0, x1 = window
         turned = np.ascontiguousarray(np.rot90(frame[y0:y1, x0:x1], 1))
         second = np.rot90(self.probabilities(turned), -1)
         blobs, _ = ndi.label(second >= self.threshold, structure=EIGHT)
-        joined = np.unique(blobs[region.y0 - y0 : region.y1 - y0, region.x0 - x0 : region.x1 - x0])
+        joined = np.unique(
+            np.concatenate([blobs[r.y0 - y0 : r.y1 - y0, r.x0 - x0 : r.x1 - x0].ravel() for r in regions])
+        )
         joined = joined[joined > 0]
-        if joined.size:
-            window = prob[y0:y1, x0:x1]
-            np.maximum(window, np.where(np.isin(blobs, joined), second, 0.0), out=window)
+        if not joined.size:
+            return False
+        view = prob[y0:y1, x0:x1]
+        raised = np.where(np.isin(blobs, joined), second, 0.0)
+        rose = bool((raised > view).any())
+        np.maximum(view, raised, out=view)
+        return rose
+
+
+def _merged_windows(
+    windows: list[tuple[int, int, int, int]], regions: list[Region]
+) -> list[tuple[tuple[int, int, int, int], list[Region]]]:
+    """Windows ``(y0, y1, x0, x1)`` merged where one box round two is no larger than both, with their regions.
+
+    Neighbouring vertical regions (a column of short strings, the pieces of a
+    string crossed by others) then share one second look instead of one each.
+    """
+    groups = [(w, [r]) for w, r in zip(windows, regions, strict=True)]
+    merged = True
+    while merged and len(groups) > 1:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                (a, ra), (b, rb) = groups[i], groups[j]
+                box = (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+                if _window_area(box) <= _window_area(a) + _window_area(b):
+                    groups[i] = (box, ra + rb)
+                    del groups[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return groups
+
+
+def _window_area(w: tuple[int, int, int, int]) -> int:
+    return (w[1] - w[0]) * (w[3] - w[2])

@@ -646,3 +646,18 @@ def test_second_looks_of_neighbouring_vertical_regions_share_one_window():
     assert groups == [((0, 200, 0, 80), [a, b]), ((0, 100, 240, 370), [c])]
     # Two windows whose round box would be larger than both together stay apart.
     assert len(_merged_windows([(0, 10, 0, 10), (20, 30, 20, 30)], [a, b])) == 2
+
+
+def test_unsure_regions_are_kept_only_beside_sure_ones(torch_engine, pixelwise):
+    frame = np.zeros((200, 300, 3), np.uint8)
+    frame[20:32, 40:200] = 255  # a string the network is sure of (probability 1)
+    frame[20:32, 20:37] = 135  # a faint glyph just before it (probability about 0.3): kept
+    frame[120:140, 100:160] = 135  # a faint blob on its own: dropped
+    det = NetTextDetector(torch_engine, pixelwise, threshold=0.2, vertical_look=False, bridge_gap=0)
+    regions = det.detect(frame)
+    assert [r.box for r in regions] == [(20, 20, 37, 32), (40, 20, 200, 32)]
+    assert regions[0].score < 0.5 <= regions[1].score
+    everything = NetTextDetector(torch_engine, pixelwise, threshold=0.2, vertical_look=False, min_score=0)
+    assert (100, 120, 160, 140) in [r.box for r in everything.detect(frame)]
+    with pytest.raises(ValueError, match="min_score"):
+        NetTextDetector(torch_engine, pixelwise, min_score=1.5)

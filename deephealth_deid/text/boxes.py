@@ -6,7 +6,8 @@ string crossing horizontal ones, first into its horizontal and vertical
 strokes, then every piece into its lines); pieces of one line joined across
 gaps the network lost; boxes lying mostly inside a larger one absorbed by
 it. Boxes of different strings may cross or touch: it is their union that is
-blanked, not a box round them all.
+blanked, not a box round them all. :func:`confirmed` then keeps the regions
+the network is sure of, and the less sure ones only beside them.
 
 Example:
     >>> prob = np.zeros((40, 60), np.float32)
@@ -22,9 +23,10 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from .blank import padded_box
 from .regions import Region
 
-__all__ = ["regions_from_probabilities", "EIGHT"]
+__all__ = ["regions_from_probabilities", "confirmed", "EIGHT"]
 
 #: 8-connectivity in 2D.
 EIGHT = np.ones((3, 3), bool)
@@ -323,3 +325,46 @@ def _bridge(boxes: np.ndarray, lines: np.ndarray, gap: float) -> bool:
             boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[k, 2:])
             return True
     return False
+
+
+def confirmed(regions: list[Region], min_score: float, rows: int, columns: int) -> list[Region]:
+    """The regions scored at least ``min_score``, and the others only where they touch one of those.
+
+    Hysteresis on regions: a region whose mean text probability is low is
+    kept when its blanked box (:func:`~.blank.padded_box`) touches or
+    overlaps that of a confident region (the faint first glyph of a string,
+    a piece split off by a gap), and dropped when it stands alone. Real
+    anatomy the network half takes for text (gyri the size of glyphs on a
+    small frame) mostly gives such lone, unsure regions.
+
+    Args:
+        regions: Regions of one ``rows`` x ``columns`` frame.
+        min_score: Score from which a region stands on its own; 0 keeps all.
+        rows: Frame height.
+        columns: Frame width.
+
+    Returns:
+        The regions kept, in their order.
+
+    Example:
+        >>> sure = Region(0, 10, 10, 60, 20, score=0.9)
+        >>> beside = Region(0, 2, 10, 9, 20, score=0.3)  # its first glyph
+        >>> alone = Region(0, 100, 100, 120, 130, score=0.3)
+        >>> confirmed([sure, beside, alone], 0.5, 200, 200) == [sure, beside]
+        True
+    """
+    if not regions:
+        return []
+    score = np.array([r.score for r in regions])
+    strong = score >= min_score
+    if strong.all():
+        return list(regions)
+    boxes = np.array([padded_box(r, rows, columns) for r in regions])
+    sure = boxes[strong]
+    touches = (
+        (boxes[:, None, 0] <= sure[None, :, 2])
+        & (sure[None, :, 0] <= boxes[:, None, 2])
+        & (boxes[:, None, 1] <= sure[None, :, 3])
+        & (sure[None, :, 1] <= boxes[:, None, 3])
+    ).any(axis=1)
+    return [r for r, keep in zip(regions, strong | touches, strict=True) if keep]

@@ -76,7 +76,7 @@ def load_text_detector(
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
         **options: Options of :class:`~.network.NetTextDetector`
             (``threshold``, ``grow_threshold``, ``tile``, ``overlap``, ``min_area_px``,
-            ``bridge_gap``, ``vertical_look``). ``threshold`` defaults to the
+            ``bridge_gap``, ``vertical_look``, ``min_score``). ``threshold`` defaults to the
             model file's own (its metadata's ``threshold``, chosen on held-out
             images when it was shipped), else 0.5.
 

@@ -381,7 +381,8 @@ def test_random_net_gives_regions_inside_frames_of_any_size(torch_engine, rows, 
     assert prob.shape == (rows, cols) and prob.dtype == np.float32
     assert prob.min() >= 0.0 and prob.max() <= 1.0
     threshold = float(np.quantile(prob, 0.8))  # whatever the random net says, some pixels pass
-    regions = NetTextDetector(torch_engine, model, tile=tile, threshold=threshold).detect(frame)
+    # min_score=0: every region, however unsure the random net is of it.
+    regions = NetTextDetector(torch_engine, model, tile=tile, threshold=threshold, min_score=0).detect(frame)
     assert regions
     for r in regions:
         assert 0 <= r.x0 < r.x1 <= cols and 0 <= r.y0 < r.y1 <= rows
@@ -652,11 +653,13 @@ def test_unsure_regions_are_kept_only_beside_sure_ones(torch_engine, pixelwise):
     frame = np.zeros((200, 300, 3), np.uint8)
     frame[20:32, 40:200] = 255  # a string the network is sure of (probability 1)
     frame[20:32, 20:37] = 135  # a faint glyph just before it (probability about 0.3): kept
+    frame[20:32, 250:290] = 135  # a faint field further on the same line: kept
     frame[120:140, 100:160] = 135  # a faint blob on its own: dropped
+    frame[160:172, 40:100] = 135  # a faint string on a line of its own: dropped
     det = NetTextDetector(torch_engine, pixelwise, threshold=0.2, vertical_look=False, bridge_gap=0)
     regions = det.detect(frame)
-    assert [r.box for r in regions] == [(20, 20, 37, 32), (40, 20, 200, 32)]
-    assert regions[0].score < 0.5 <= regions[1].score
+    assert [r.box for r in regions] == [(20, 20, 37, 32), (40, 20, 200, 32), (250, 20, 290, 32)]
+    assert regions[0].score < det.min_score <= regions[1].score
     everything = NetTextDetector(torch_engine, pixelwise, threshold=0.2, vertical_look=False, min_score=0)
     assert (100, 120, 160, 140) in [r.box for r in everything.detect(frame)]
     with pytest.raises(ValueError, match="min_score"):

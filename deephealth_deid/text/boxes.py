@@ -327,21 +327,29 @@ def _bridge(boxes: np.ndarray, lines: np.ndarray, gap: float) -> bool:
     return False
 
 
-def confirmed(regions: list[Region], min_score: float, rows: int, columns: int) -> list[Region]:
-    """The regions scored at least ``min_score``, and the others only where they touch one of those.
+def confirmed(
+    regions: list[Region], min_score: float, rows: int, columns: int, *, reach_lines: float = 6.0
+) -> list[Region]:
+    """The regions scored at least ``min_score``, and the others only beside one of those.
 
     Hysteresis on regions: a region whose mean text probability is low is
     kept when its blanked box (:func:`~.blank.padded_box`) touches or
     overlaps that of a confident region (the faint first glyph of a string,
-    a piece split off by a gap), and dropped when it stands alone. Real
-    anatomy the network half takes for text (gyri the size of glyphs on a
-    small frame) mostly gives such lone, unsure regions.
+    a piece split off by a gap), or when both are single lines of text
+    running the same way, on the same line (sharing :data:`_BRIDGE_OVERLAP`
+    of the thinner one across it), at most ``reach_lines`` line thicknesses
+    apart (a faint field of a header row); it is dropped when it stands
+    alone. Real anatomy the
+    network half takes for text (gyri the size of glyphs on a small frame)
+    mostly gives such lone, unsure regions.
 
     Args:
         regions: Regions of one ``rows`` x ``columns`` frame.
         min_score: Score from which a region stands on its own; 0 keeps all.
         rows: Frame height.
         columns: Frame width.
+        reach_lines: How far along a line a confident region vouches for
+            others, in line thicknesses.
 
     Returns:
         The regions kept, in their order.
@@ -349,8 +357,9 @@ def confirmed(regions: list[Region], min_score: float, rows: int, columns: int) 
     Example:
         >>> sure = Region(0, 10, 10, 60, 20, score=0.9)
         >>> beside = Region(0, 2, 10, 9, 20, score=0.3)  # its first glyph
+        >>> further = Region(0, 90, 10, 120, 20, score=0.3)  # a field further on the line
         >>> alone = Region(0, 100, 100, 120, 130, score=0.3)
-        >>> confirmed([sure, beside, alone], 0.5, 200, 200) == [sure, beside]
+        >>> confirmed([sure, beside, further, alone], 0.5, 200, 200) == [sure, beside, further]
         True
     """
     if not regions:
@@ -367,4 +376,17 @@ def confirmed(regions: list[Region], min_score: float, rows: int, columns: int) 
         & (boxes[:, None, 1] <= sure[None, :, 3])
         & (sure[None, :, 1] <= boxes[:, None, 3])
     ).any(axis=1)
-    return [r for r, keep in zip(regions, strong | touches, strict=True) if keep]
+    tight = np.array([r.box for r in regions])
+    lines = np.array([r.line_height for r in regions], dtype=np.float64)
+    on_line = np.zeros(len(regions), bool)
+    for along0, along1, across0, across1 in ((0, 2, 1, 3), (1, 3, 0, 2)):  # rows of text, then columns
+        a, b = tight[:, None], tight[strong][None]
+        across = np.minimum(a[..., across1], b[..., across1]) - np.maximum(a[..., across0], b[..., across0])
+        thinner = np.minimum(a[..., across1] - a[..., across0], b[..., across1] - b[..., across0])
+        gap = np.maximum(a[..., along0] - b[..., along1], b[..., along0] - a[..., along1])
+        thick = np.maximum(lines[:, None], lines[strong][None])
+        span = tight[:, across1] - tight[:, across0]
+        single = span <= _BRIDGE_MAX_LINES * lines  # one line of text running this way
+        near = (across >= _BRIDGE_OVERLAP * thinner) & (gap <= reach_lines * thick)
+        on_line |= (near & single[:, None] & single[strong][None]).any(axis=1)
+    return [r for r, keep in zip(regions, strong | touches | on_line, strict=True) if keep]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from deephealth_deid.data import synth_text
 from deephealth_deid.data.synth_text import (
@@ -257,3 +258,28 @@ def test_head_panels_are_slices_of_real_anatomy() -> None:
     assert len({s.tobytes() for s in slices}) == len(slices)
     gen = SynthTextGenerator(seed=3, size_range=(256, 256), modalities={"screen": 1.0})
     assert any(gen.sample(i).info["slice"] == "head" for i in range(6))
+
+
+def test_colour_doppler_flow_is_background_the_size_of_glyphs() -> None:
+    """Colour flow (saturated streaks in a colour box) is drawn, never labelled as text."""
+    everywhere = np.ones((200, 300), bool)
+    flows = [
+        synth_text._colour_flow(np.random.default_rng(k), 200, 300, everywhere, 20, 160, 150)
+        for k in range(12)
+    ]
+    assert all(f.shape == (200, 300) and np.abs(f).max() <= 1.0 for f in flows)
+    streaky = [f for f in flows if 0.002 < (f != 0).mean() < 0.5]
+    assert streaky, "no colour box of small streaks among 12 draws"
+    _, n = ndi.label(streaky[0] != 0)
+    assert n >= 5  # many small blobs, not one vessel
+    assert any((f > 0).any() and (f < 0).any() for f in flows)  # towards and away from the probe
+    gen = SynthTextGenerator(seed=11, size_range=(256, 256), modalities={"ultrasound": 1.0})
+    seen = 0
+    for i in range(30):
+        s = gen.sample(i)
+        if not s.info["doppler"]:
+            continue
+        rgb = s.image.astype(np.float32)
+        saturated = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.5 * rgb.max()
+        seen += int((saturated & (s.instance == 0)).sum() > 50)
+    assert seen >= 2

@@ -19,7 +19,8 @@ Backgrounds (``modalities``):
 * ``ultrasound``: black background, a sector (phased or curvilinear) or a
   linear-probe rectangle of speckle with cysts, fascia and depth attenuation,
   sometimes a grey-scale bar, depth ticks, a focus marker and, on RGB images,
-  colour-Doppler blobs in a colour box.
+  colour Doppler: a few vessels, or a colour box of small saturated streaks
+  the size of glyphs (real colour flow was taken for coloured text).
 
 Pixel formats (``pixel_formats``): 8-bit grey (``uint8``), 10- to 16-bit grey
 (``uint16``, bits stored drawn per sample) and 8-bit RGB. Sizes are drawn
@@ -1025,6 +1026,28 @@ def _ultrasound(r: np.random.Generator, h: int, w: int, rgb: bool, info: dict[st
         return grey
     out = _to_rgb(grey, r, 0.15)
     if doppler:
+        flow = _resize(_colour_flow(r, wh, ww, inside, top, depth, cx), h, w)
+        speed = np.abs(flow)
+        # Red through orange to yellow towards the probe, blue through cyan away from it.
+        red = np.stack([np.ones_like(speed), speed * 0.9, np.zeros_like(speed)], -1)
+        blue = np.stack([np.zeros_like(speed), speed * 0.7, np.ones_like(speed)], -1)
+        colour = np.where((flow > 0)[..., None], red, blue)
+        a = np.clip(speed * 3.0, 0.0, 1.0)[..., None]
+        out = out * (1.0 - a) + colour * a
+    return np.clip(out, 0.0, 1.0)
+
+
+def _colour_flow(
+    r: np.random.Generator, wh: int, ww: int, inside: np.ndarray, top: float, depth: float, cx: float
+) -> np.ndarray:
+    """Signed colour-Doppler flow in -1..1 on the ``wh`` x ``ww`` work grid, inside the sector.
+
+    Either a few smooth vessels, or (as scanners show flow in tissue) a
+    colour box full of small saturated streaks and speckles: blobs of
+    thresholded anisotropic noise, the size of glyphs, which a text detector
+    must learn to leave alone.
+    """
+    if r.random() < 0.4:
         col_im, d = _canvas(wh, ww)
         for _ in range(int(r.integers(1, 4))):
             ex, ey = cx + ww * r.uniform(-0.15, 0.15), top + depth * r.uniform(0.2, 0.7)
@@ -1032,14 +1055,17 @@ def _ultrasound(r: np.random.Generator, h: int, w: int, rgb: bool, info: dict[st
                 ex, ey, ww * r.uniform(0.02, 0.08), wh * r.uniform(0.01, 0.04), r.uniform(0, np.pi)
             )
             d.polygon(vessel, fill=float(r.choice([-1.0, 1.0])))
-        flow = _resize(ndi.gaussian_filter(np.asarray(col_im), 2.0) * inside, h, w)
-        speed = np.abs(flow)
-        red = np.stack([np.ones_like(speed), speed * 0.9, np.zeros_like(speed)], -1)
-        blue = np.stack([np.zeros_like(speed), speed * 0.7, np.ones_like(speed)], -1)
-        colour = np.where((flow > 0)[..., None], red, blue)
-        a = np.clip(speed * 3.0, 0.0, 1.0)[..., None]
-        out = out * (1.0 - a) + colour * a
-    return np.clip(out, 0.0, 1.0)
+        return ndi.gaussian_filter(np.asarray(col_im), 2.0) * inside
+    bw, bh = ww * r.uniform(0.2, 0.6), depth * r.uniform(0.2, 0.5)
+    x0, y0 = cx - bw * r.uniform(0.3, 0.7), top + depth * r.uniform(0.05, 0.45)
+    yy, xx = np.mgrid[0:wh, 0:ww]
+    box = (xx >= x0) & (xx < x0 + bw) & (yy >= y0) & (yy < y0 + bh) & inside
+    sigma = (r.uniform(0.8, 3.0), r.uniform(1.5, 7.0))  # streaks along the tissue
+    noise = ndi.gaussian_filter(r.standard_normal((wh, ww)).astype(np.float32), sigma)
+    noise /= max(float(noise.std()), 1e-6)
+    cut = r.uniform(0.8, 1.8)  # how much of the box flows
+    speed = np.clip((np.abs(noise) - cut) / 0.8, 0.0, 1.0) * (0.5 + 0.5 * (_smooth(r, wh, ww, 3) > 0))
+    return np.where(_smooth(r, wh, ww, 4) > -0.3, speed, -speed) * box
 
 
 _BACKGROUNDS: dict[str, Callable[[np.random.Generator, int, int, bool, dict[str, Any]], np.ndarray]] = {

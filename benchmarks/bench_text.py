@@ -10,6 +10,7 @@ that is not text. The true string boxes, padded the same way, give the least sha
 area outside text that padded boxes can reach: the margin alone.
 
     python benchmarks/bench_text.py [--model runs/text/model.safetensors] [--n 10] [--threads 2]
+    python benchmarks/bench_text.py --seed 4000000 --n 20 --sizes 512 --only-ours   # another held-out set
 
 RapidOCR (``pip install rapidocr-onnxruntime``) and Tesseract (``pytesseract`` + Debian
 ``tesseract-ocr``) are run when installed and reported as missing otherwise.
@@ -108,15 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="text model file (default: the shipped one)")
     parser.add_argument("--n", type=int, default=10, help="images per size")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=3_000_000, help="generator seed of the held-out images")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], help="image sides")
+    parser.add_argument("--only-ours", action="store_true", help="skip RapidOCR and Tesseract")
     args = parser.parse_args(argv)
     detectors = {
         "ours, onnxruntime": ours(args.model, "onnxruntime", args.threads),
         "ours, torch": ours(args.model, "torch", args.threads),
-        "rapidocr-det": rapidocr(),
-        "tesseract": tesseract(),
     }
-    for size in (512, 2048):
-        gen = SynthTextGenerator(seed=3_000_000, size_range=(size, size), fonts="heldout")
+    if not args.only_ours:
+        detectors |= {"rapidocr-det": rapidocr(), "tesseract": tesseract()}
+    for size in args.sizes:
+        gen = SynthTextGenerator(seed=args.seed, size_range=(size, size), fonts="heldout")
         samples = [gen.sample(i) for i in range(args.n)]
         frames = [display_frame(to_image(s), 0) for s in samples]
         floor = np.mean([score(s, true_regions(s), s.instance.shape)[2] for s in samples])

@@ -333,7 +333,7 @@ def test_vertical_look_extends_a_vertical_string_and_adds_nothing_else():
 
 
 def test_a_box_is_absorbed_by_one_box_only_never_joining_two():
-    from deephealth_deid.text.boxes import _merge_overlapping
+    from deephealth_deid.text.boxes import _absorb
 
     boxes = np.array(
         [
@@ -345,7 +345,7 @@ def test_a_box_is_absorbed_by_one_box_only_never_joining_two():
         ]
     )
     ones = np.ones(len(boxes))
-    out, sums, areas, _ = _merge_overlapping(boxes, ones, ones * 10, ones)
+    out, sums, areas, _ = _absorb(boxes, ones, ones * 10, ones)
     assert sorted(map(tuple, out.tolist())) == [
         (0, 0, 40, 20),
         (30, 0, 70, 20),

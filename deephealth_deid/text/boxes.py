@@ -54,7 +54,7 @@ def regions_from_probabilities(
     less than half its box). With ``bridge_gap``, pieces of one line of text
     are joined across the gap between them (see :func:`_bridge`). A box that
     lies mostly inside a larger one is absorbed by it
-    (:func:`_merge_overlapping`); others may overlap. A region's score is the
+    (:func:`_absorb`); others may overlap. A region's score is the
     mean probability over the pixels of its boxes.
 
     Args:
@@ -110,9 +110,9 @@ def regions_from_probabilities(
     if not parts:
         return []
     table = np.array(parts, dtype=np.float64)
-    merged = _merge_overlapping(table[:, :4].astype(np.int64), table[:, 4], table[:, 5], table[:, 6])
+    merged = _absorb(table[:, :4].astype(np.int64), table[:, 4], table[:, 5], table[:, 6])
     while bridge_gap > 0 and _bridge(merged[0], merged[3], bridge_gap):
-        merged = _merge_overlapping(*merged)
+        merged = _absorb(*merged)
     boxes, sums, areas, lines = merged
     order = np.lexsort((boxes[:, 0], boxes[:, 1])) if len(boxes) else []
     return [
@@ -220,8 +220,8 @@ def _split_lines(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     return [(y0, y1, x0, x1)]
 
 
-#: Two boxes sharing at least this share of the smaller one are merged (:func:`_merge_overlapping`).
-_MERGE_SHARE = 0.5
+#: A box sharing at least this share of its area with a larger one is absorbed by it (:func:`_absorb`).
+_ABSORB_SHARE = 0.5
 
 
 def _box_area(boxes: np.ndarray) -> np.ndarray:
@@ -235,13 +235,13 @@ def _shared_areas(b: np.ndarray) -> np.ndarray:
     return np.clip(across, 0, None) * np.clip(down, 0, None)
 
 
-def _merge_overlapping(
+def _absorb(
     boxes: np.ndarray, sums: np.ndarray, areas: np.ndarray, lines: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Absorb every box that lies mostly inside a larger one into it (sums, areas add up; lines: the max).
 
     Boxes ``(x0, y0, x1, y1)`` are ordered from the largest down; one that
-    shares at least :data:`_MERGE_SHARE` of its area with a box before it is
+    shares at least :data:`_ABSORB_SHARE` of its area with a box before it is
     absorbed by the one it shares most with, which grows to hold it (a ragged
     edge of a string split off as a stroke of its own, a dot inside a box, a
     piece of a line bridged to another); a box absorbed by one that is itself
@@ -257,7 +257,7 @@ def _merge_overlapping(
         shared = np.tril(_shared_areas(b), k=-1)  # row i: the boxes before it, at least as large
         best = np.argmax(shared, axis=1)
         most = shared[np.arange(n), best]
-        absorbed = (most > 0) & (most >= _MERGE_SHARE * _box_area(b))
+        absorbed = (most > 0) & (most >= _ABSORB_SHARE * _box_area(b))
         if not absorbed.any():
             return b, s, a, t
         into = np.where(absorbed, best, np.arange(n))
@@ -295,23 +295,17 @@ def _bridge(boxes: np.ndarray, lines: np.ndarray, gap: float) -> bool:
     overlap across the line by :data:`_BRIDGE_OVERLAP` of the thinner one,
     their thicknesses are alike, and the gap along the line is at most
     ``gap`` times the thicker line. The first box then spans both, and
-    :func:`_merge_overlapping` merges them (``boxes`` is changed in place).
+    :func:`_absorb` takes the second into it (``boxes`` is changed in place).
     """
     for axis in (0, 1):  # 0: horizontal lines (gap along x), 1: vertical lines (gap along y)
-        along0, along1, across0, across1 = (0, 2, 1, 3) if axis == 0 else (1, 3, 0, 2)
-        across = boxes[:, across1] - boxes[:, across0]
-        single = across <= _BRIDGE_MAX_LINES * lines
-        idx = np.nonzero(single)[0]
+        idx = np.nonzero(_single_lines(boxes, lines, axis))[0]
         if idx.size < 2:
             continue
-        b, t, w = boxes[idx], lines[idx], across[idx]
-        overlap = np.minimum(b[:, None, across1], b[None, :, across1]) - np.maximum(
-            b[:, None, across0], b[None, :, across0]
-        )
-        distance = b[None, :, along0] - b[:, None, along1]  # [i, j]: j after i along the line
+        b, t = boxes[idx], lines[idx]
+        on_line, distance, _ = _line_pairs(b, t, b, t, axis)
         thick = np.maximum(t[:, None], t[None, :])
         ok = (
-            (overlap >= _BRIDGE_OVERLAP * np.minimum(w[:, None], w[None, :]))
+            on_line
             & (distance > 0)
             & (distance <= gap * thick)
             & (thick <= _BRIDGE_THICKNESS * np.minimum(t[:, None], t[None, :]))
@@ -325,6 +319,33 @@ def _bridge(boxes: np.ndarray, lines: np.ndarray, gap: float) -> bool:
             boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[k, 2:])
             return True
     return False
+
+
+def _single_lines(boxes: np.ndarray, lines: np.ndarray, axis: int) -> np.ndarray:
+    """Which boxes ``(x0, y0, x1, y1)`` hold one line of text running along ``axis`` (0: x, 1: y)."""
+    across0, across1 = (1, 3) if axis == 0 else (0, 2)
+    return boxes[:, across1] - boxes[:, across0] <= _BRIDGE_MAX_LINES * lines
+
+
+def _line_pairs(
+    a: np.ndarray, a_lines: np.ndarray, b: np.ndarray, b_lines: np.ndarray, axis: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How boxes ``a`` and ``b`` lie with respect to lines of text along ``axis``, pair by pair.
+
+    Returns ``(on_line, after, before)``, each ``[i, j]`` for ``a[i]`` and
+    ``b[j]``: whether they share :data:`_BRIDGE_OVERLAP` of the thinner one
+    across the line; how far ``b[j]`` starts after ``a[i]`` ends along it;
+    how far ``a[i]`` starts after ``b[j]`` ends (negative where they overlap
+    along the line).
+    """
+    along0, along1, across0, across1 = (0, 2, 1, 3) if axis == 0 else (1, 3, 0, 2)
+    overlap = np.minimum(a[:, None, across1], b[None, :, across1]) - np.maximum(
+        a[:, None, across0], b[None, :, across0]
+    )
+    thinner = np.minimum((a[:, across1] - a[:, across0])[:, None], (b[:, across1] - b[:, across0])[None, :])
+    after = b[None, :, along0] - a[:, None, along1]
+    before = a[:, None, along0] - b[None, :, along1]
+    return overlap >= _BRIDGE_OVERLAP * thinner, after, before
 
 
 def confirmed(
@@ -378,15 +399,11 @@ def confirmed(
     ).any(axis=1)
     tight = np.array([r.box for r in regions])
     lines = np.array([r.line_height for r in regions], dtype=np.float64)
+    thick = np.maximum(lines[:, None], lines[strong][None, :])
     on_line = np.zeros(len(regions), bool)
-    for along0, along1, across0, across1 in ((0, 2, 1, 3), (1, 3, 0, 2)):  # rows of text, then columns
-        a, b = tight[:, None], tight[strong][None]
-        across = np.minimum(a[..., across1], b[..., across1]) - np.maximum(a[..., across0], b[..., across0])
-        thinner = np.minimum(a[..., across1] - a[..., across0], b[..., across1] - b[..., across0])
-        gap = np.maximum(a[..., along0] - b[..., along1], b[..., along0] - a[..., along1])
-        thick = np.maximum(lines[:, None], lines[strong][None])
-        span = tight[:, across1] - tight[:, across0]
-        single = span <= _BRIDGE_MAX_LINES * lines  # one line of text running this way
-        near = (across >= _BRIDGE_OVERLAP * thinner) & (gap <= reach_lines * thick)
-        on_line |= (near & single[:, None] & single[strong][None]).any(axis=1)
+    for axis in (0, 1):  # rows of text, then columns
+        single = _single_lines(tight, lines, axis)
+        same, after, before = _line_pairs(tight, lines, tight[strong], lines[strong], axis)
+        near = same & (np.maximum(after, before) <= reach_lines * thick)
+        on_line |= (near & single[:, None] & single[strong][None, :]).any(axis=1)
     return [r for r, keep in zip(regions, strong | touches | on_line, strict=True) if keep]

@@ -125,3 +125,79 @@ def test_learning_rate_steps_follow_the_iteration(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path, optim={"lr": 0.01, "lr_steps": [[20, 0.001], [10, 0.005]]}))
     rates = [learning_rate(cfg, i) for i in (0, 9, 10, 19, 20, 1000)]
     assert rates == [0.01, 0.01, 0.005, 0.005, 0.001, 0.001]
+
+
+class _FailsAt:
+    """A sample source whose sample 3 cannot be drawn (as a damaged dataset file would)."""
+
+    def training(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if index == 3:
+            raise OSError("sample 3: damaged file")
+        return np.full((1, 2), index, np.float32), np.zeros(2, np.int64)
+
+
+def test_runs_given_to_workers_never_split_a_head() -> None:
+    from deephealth_deid.train.feed import _runs, run_length
+
+    # batch 1, 4 patches per head: heads start every 4 iterations; batch 4, 2 per head: every one.
+    assert run_length(1, 4) == 4 and run_length(4, 2) == 1 and run_length(2, 4) == 2
+    for start, stop, length, least in [(0, 20, 4, 2), (6, 31, 4, 2), (5, 9, 1, 3), (3, 4, 2, 2)]:
+        runs = list(_runs(start, stop, length, least))
+        covered = [i for first, count in runs for i in range(first, first + count)]
+        assert covered == list(range(start, stop))
+        # Every run but the last ends on a head boundary (a multiple of length).
+        assert all((first + count) % length == 0 for first, count in runs[:-1])
+
+
+def test_worker_processes_draw_the_batches_of_the_thread(tmp_path: Path) -> None:
+    import functools
+
+    from deephealth_deid.train.feed import batches
+    from deephealth_deid.train.samples import DefaceSamples
+
+    cfg = load_config(write_config(tmp_path, optim={"batch_size": 1}))  # 2 patches per head
+    samples = DefaceSamples(cfg)
+    # From iteration 1, inside a head, as a resumed run starts.
+    threaded = list(batches(samples, 1, 6, 1))
+    make = functools.partial(DefaceSamples, cfg)
+    spawned = list(batches(samples, 1, 6, 1, workers=2, make_samples=make, patches_per_head=2))
+    assert [i for i, _ in spawned] == [i for i, _ in threaded] == [1, 2, 3, 4, 5]
+    for (_, (x, y)), (_, (x2, y2)) in zip(threaded, spawned, strict=True):
+        assert np.array_equal(x, x2) and np.array_equal(y, y2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_error_drawing_a_sample_stops_training_at_that_batch(workers: int) -> None:
+    from deephealth_deid.train.feed import batches
+
+    got = []
+    with pytest.raises(OSError, match="sample 3"):
+        for i, _batch in batches(_FailsAt(), 0, 8, 1, workers=workers, make_samples=_FailsAt):
+            got.append(i)
+    assert got == [0, 1, 2]
+
+
+def test_training_with_worker_processes_matches_the_thread(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from deephealth_deid.cli import main as cli_main
+
+    path = write_config(tmp_path)
+    ten = ["--iterations", "10"]  # the loss is logged every 10 iterations
+    assert cli_main(["train", str(path), *ten, "--out-dir", str(tmp_path / "t")]) == 0
+    assert cli_main(["train", str(path), *ten, "--out-dir", str(tmp_path / "w"), "--workers", "2"]) == 0
+
+    def logged(run: str) -> list[dict]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in lines]
+
+    # Same batches, same seed, one thread: the same training, loss for loss.
+    assert any("loss" in r for r in logged("t")) and logged("t") == logged("w")
+
+
+@pytest.mark.parametrize("args", [["--workers", "-1"], ["--batch-size", "0"], ["--iterations", "x"]])
+def test_bad_training_overrides_are_refused(tmp_path: Path, args: list[str], capsys) -> None:
+    from deephealth_deid.cli import main as cli_main
+
+    assert cli_main(["train", str(write_config(tmp_path)), *args]) == 2
+    assert f"argument {args[0]}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

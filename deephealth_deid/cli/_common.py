@@ -9,12 +9,27 @@ from collections.abc import Callable, Sequence
 
 from ..errors import DeidError
 
-__all__ = ["ENGINE_CHOICES", "make_parser", "run"]
+__all__ = ["ENGINE_CHOICES", "at_least", "make_parser", "run"]
 
 #: ``--engine`` of the commands that predict (any engine; ``deid train`` offers those that train).
 ENGINE_CHOICES: tuple[str, ...] = ("auto", "torch", "eddl", "onnxruntime")
 
 log = logging.getLogger("deephealth_deid")
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An ``argparse`` type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:

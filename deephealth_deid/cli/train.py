@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import make_parser, run
+from ._common import at_least, make_parser, run
 
 log = logging.getLogger("deephealth_deid.cli")
 
@@ -24,7 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", choices=("auto", "torch", "eddl"), help="override the config's engine")
     parser.add_argument("--device", help="override the config's device: cpu, cuda, cuda:N or auto")
     parser.add_argument("--out-dir", type=Path, help="override the config's output folder")
-    parser.add_argument("--iterations", type=int, help="override optim.iterations")
+    parser.add_argument("--iterations", type=at_least(1), help="override optim.iterations")
+    parser.add_argument("--batch-size", type=at_least(1), help="override optim.batch_size")
+    parser.add_argument(
+        "--workers",
+        type=at_least(0),
+        help="override data.workers: processes drawing training samples (0: one background thread; "
+        "on a GPU about one per spare CPU core)",
+    )
     parser.add_argument("--time-budget-min", type=float, help="stop (and save) after this many minutes")
     parser.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
     return parser
@@ -44,6 +51,10 @@ def _train(args: argparse.Namespace) -> int:
     )
     if args.iterations is not None:
         cfg = replace(cfg, optim=replace(cfg.optim, iterations=args.iterations))
+    if args.batch_size is not None:
+        cfg = replace(cfg, optim=replace(cfg.optim, batch_size=args.batch_size))
+    if args.workers is not None:
+        cfg = replace(cfg, data=replace(cfg.data, workers=args.workers))
     result = train(cfg, resume=not args.no_resume)
     log.info(
         "model %s after %d iterations (%.0f s); best validation Dice %s",

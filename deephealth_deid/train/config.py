@@ -88,6 +88,11 @@ class DataConfig:
             ``fonts``: training images use the training fonts and ``seed``,
             validation images the held-out fonts and ``validation_seed``, with
             the same options otherwise).
+        workers: Processes drawing training samples ahead of the network
+            (:mod:`deephealth_deid.train.feed`); 0 draws them in one background
+            thread of the training process, which suits a CPU (the network
+            needs its cores). On a GPU, where one thread cannot keep up, use
+            about one per CPU core left over. The batches are the same either way.
     """
 
     synthetic: bool = True
@@ -102,6 +107,7 @@ class DataConfig:
     text_options: dict[str, Any] = field(default_factory=dict)
     reader: str = "builtin"
     ecvl_augmentations: str | None = None
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,8 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         raise bad("data.patches_per_head", "at least 1")
     if cfg.data.validation_size < 0:
         raise bad("data.validation_size", "0 or more")
+    if not isinstance(cfg.data.workers, int) or cfg.data.workers < 0:
+        raise bad("data.workers", "0 (a background thread) or a number of worker processes")
     if cfg.input_stride not in (1, 2, 4):
         raise bad("input_stride", "1 (no stem), 2 or 4")
     if not isinstance(cfg.convs_per_level, int) or cfg.convs_per_level < 1:

@@ -14,10 +14,9 @@ line per logged iteration and per validation), ``config.yaml``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .config import TrainConfig
+from .feed import batches
 
 __all__ = ["TASKS", "Samples", "TrainResult", "train", "dice_per_class"]
 
@@ -155,39 +155,6 @@ def _validate(
     return {n: float(np.mean(v)) if v else float("nan") for n, v in scores.items()}
 
 
-def _batch(samples: Samples, iteration: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch of ``iteration``: samples ``iteration * size`` onwards, stacked."""
-    pairs = [samples.training(iteration * size + k) for k in range(size)]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-
-def _prefetch(samples: Samples, start: int, stop: int, size: int, depth: int = 2) -> Any:
-    """Yield training batches from a background thread (numpy/scipy release the GIL)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = threading.Event()
-
-    def work() -> None:
-        for i in range(start, stop):
-            if done.is_set():
-                return
-            try:
-                q.put((i, _batch(samples, i, size)))
-            except Exception as e:
-                q.put((i, e))
-                return
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        for _ in range(start, stop):
-            i, item = q.get()
-            if isinstance(item, Exception):
-                raise item
-            yield i, item
-    finally:
-        done.set()
-
-
 def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = None) -> TrainResult:
     """Train the network of ``config.task``; resume from ``out_dir`` when a checkpoint is there.
 
@@ -230,8 +197,17 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
     metrics = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
     weights = list(config.optim.class_weights)
     it = start
+    feed = batches(
+        samples,
+        start,
+        total,
+        config.optim.batch_size,
+        workers=config.data.workers,
+        make_samples=functools.partial(samples_class, config),
+        patches_per_head=config.data.patches_per_head,
+    )
     try:
-        for it, (x, y) in _prefetch(samples, start, total, config.optim.batch_size):
+        for it, (x, y) in feed:
             _set_lr(engine, opt, learning_rate(config, it))
             stats = engine.train_step(
                 model, opt, x, y, class_weights=weights, dice_weight=config.optim.dice_weight
@@ -275,6 +251,7 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
                 log.info("time budget of %.0f min reached at iteration %d", config.time_budget_min, it + 1)
                 break
     finally:
+        feed.close()
         metrics.close()
         if bar is not None:
             bar.close()

@@ -201,3 +201,41 @@ def test_bad_training_overrides_are_refused(tmp_path: Path, args: list[str], cap
     assert cli_main(["train", str(write_config(tmp_path)), *args]) == 2
     assert f"argument {args[0]}" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("task", ["deface", "text"])
+def test_shipped_configurations_describe_the_shipped_networks(task: str) -> None:
+    """``--init shipped`` fine-tunes the shipped model with its own training file."""
+    pytest.importorskip("torch")
+    from deephealth_deid.engines import get_engine
+    from deephealth_deid.train.loop import TASKS, _initial_weights
+
+    cfg = load_config(ROOT / "training" / f"{task}.yaml", init="shipped")
+    spec, _, _ = TASKS[task](cfg)
+    model = _initial_weights(get_engine("torch", device="cpu"), spec, cfg.init, task)
+    assert model.training
+
+
+def test_init_starts_from_a_model_and_refuses_another_network(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from deephealth_deid.cli import main as cli_main
+    from deephealth_deid.engines import get_engine
+
+    path = write_config(tmp_path)
+    assert cli_main(["train", str(path), "--out-dir", str(tmp_path / "a")]) == 0
+    first = tmp_path / "a" / "last.safetensors"
+    # A learning rate too small to move a weight: the run ends where it started.
+    args = ["--init", str(first), "--lr", "1e-12", "--iterations", "2", "--out-dir", str(tmp_path / "b")]
+    assert cli_main(["train", str(path), *args]) == 0
+    engine = get_engine("torch", device="cpu")
+    a, _, _ = engine.load(first)
+    b, _, _ = engine.load(tmp_path / "b" / "last.safetensors")
+    weights = [(k, v) for k, v in a.state_dict().items() if "running" not in k and "num_batches" not in k]
+    assert all(np.allclose(v.numpy(), b.state_dict()[k].numpy(), atol=1e-6) for k, v in weights)
+
+    other = _write_config(tmp_path, TINY, "other.yaml", widths=[4, 8, 16])
+    from deephealth_deid.train import train
+
+    with pytest.raises(ConfigError, match=r"init: .* differs .* widths"):
+        train(load_config(other, init=str(first), out_dir=str(tmp_path / "c")))
+    assert cli_main(["train", str(path), "--init", str(tmp_path / "missing.safetensors")]) == 1

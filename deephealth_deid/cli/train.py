@@ -32,6 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="override data.workers: processes drawing training samples (0: one background thread; "
         "on a GPU about one per spare CPU core)",
     )
+    parser.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from this model file's weights (fine-tuning), or 'shipped' for the task's shipped "
+        "model; the configuration's network must be the model's",
+    )
+    parser.add_argument(
+        "--lr", type=float, help="a constant learning rate (replaces optim.lr and optim.lr_steps)"
+    )
     parser.add_argument("--time-budget-min", type=float, help="stop (and save) after this many minutes")
     parser.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
     return parser
@@ -40,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..errors import ConfigError
     from ..train import load_config, train
 
     cfg = load_config(
@@ -48,11 +58,16 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         out_dir=str(args.out_dir.resolve()) if args.out_dir else None,
         time_budget_min=args.time_budget_min,
+        init=str(Path(args.init).resolve()) if args.init and args.init != "shipped" else args.init,
     )
     if args.iterations is not None:
         cfg = replace(cfg, optim=replace(cfg.optim, iterations=args.iterations))
     if args.batch_size is not None:
         cfg = replace(cfg, optim=replace(cfg.optim, batch_size=args.batch_size))
+    if args.lr is not None:
+        if not args.lr > 0:
+            raise ConfigError(f"--lr: a learning rate must be positive, got {args.lr}")
+        cfg = replace(cfg, optim=replace(cfg.optim, lr=args.lr, lr_steps=()))
     if args.workers is not None:
         cfg = replace(cfg, data=replace(cfg.data, workers=args.workers))
     result = train(cfg, resume=not args.no_resume)

@@ -149,6 +149,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     out_dir: str = "runs/deface"
     time_budget_min: float | None = None
+    # A model file to start from (fine-tuning), or "shipped" (the task's shipped model);
+    # a checkpoint in out_dir wins.
+    init: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -352,7 +355,15 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     data = cfg.data
     datasets = tuple(str((base / d).resolve()) if not os.path.isabs(d) else d for d in data.datasets)
     out_dir = cfg.out_dir if os.path.isabs(cfg.out_dir) else str((base / cfg.out_dir).resolve())
+    init = cfg.init
+    if init is not None:
+        if not isinstance(init, str):
+            raise ConfigError(f"{p}: init: expected the path of a model file, got {init!r}")
+        if init != "shipped":
+            init = init if os.path.isabs(init) else str((base / init).resolve())
+        if init != "shipped" and not os.path.isfile(init):
+            raise ConfigError(f"{p}: init: no such model file {init}")
     from dataclasses import replace
 
-    cfg = replace(cfg, data=replace(data, datasets=datasets), out_dir=out_dir)
+    cfg = replace(cfg, data=replace(data, datasets=datasets), out_dir=out_dir, init=init)
     return _validate(cfg, str(p), given)

@@ -188,6 +188,11 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
         _load_optimizer(engine, opt, out / "optimizer.pt")
         start, best = int(state["iteration"]), state.get("best", best)
         log.info("resuming at iteration %d (best mean Dice %.3f)", start, best.get("mean", -1))
+        if config.init:
+            log.info("init %s is not used: the run resumes from its own checkpoint", config.init)
+    elif config.init:
+        model = _initial_weights(engine, spec, config.init, config.task)
+        opt = engine.optimizer(model, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     samples = samples_class(config)
     names = spec.class_names[1:]
     val = samples.validation()
@@ -258,6 +263,36 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
     if not val or not (out / "model.safetensors").exists():
         engine.save(model, spec, out / "model.safetensors", metadata=metadata, overwrite=True)
     return TrainResult(out / "model.safetensors", it + 1, best, time.monotonic() - t0)
+
+
+def _initial_weights(engine: Any, spec: Any, path: str, task: str) -> Any:
+    """The model of file ``path`` (``"shipped"``: the task's shipped model), to train on.
+
+    Its network must be the configuration's.
+
+    Raises:
+        ConfigError: The file holds another network (the differing keys are named).
+    """
+    from ..errors import ConfigError
+
+    sha256 = None
+    if path == "shipped":
+        from ..shipped import shipped_model
+
+        shipped = shipped_model(task)
+        path, sha256 = str(shipped.path), shipped.sha256
+    model, saved, _ = engine.load(path, sha256=sha256)
+    if saved != spec:
+        ours, theirs = spec.to_dict(), saved.to_dict()
+        keys = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+        raise ConfigError(
+            f"init: {path} holds a network that differs from the configuration's in {', '.join(keys)}; "
+            "set the configuration's widths, convs_per_level, input_stride, norm, input_channels "
+            "(and grid.spacing_mm) to the model's"
+        )
+    log.info("starting from the weights of %s", path)
+    model.train()
+    return model
 
 
 def learning_rate(config: TrainConfig, iteration: int) -> float:

@@ -61,7 +61,9 @@ def true_regions(sample: Any) -> Regions:
     return [Region(0, *b.box) for b in sample.boxes]
 
 
-def ours(model: str | None, engine: str, threads: int) -> Callable[[np.ndarray], Regions] | None:
+def ours(
+    model: str | None, engine: str, threads: int, threshold: float | None = None
+) -> Callable[[np.ndarray], Regions] | None:
     from deephealth_deid.engines import get_engine
     from deephealth_deid.errors import EngineUnavailableError
     from deephealth_deid.text.detector import load_text_detector
@@ -70,7 +72,8 @@ def ours(model: str | None, engine: str, threads: int) -> Callable[[np.ndarray],
         get_engine(engine, device="cpu").set_threads(threads)
     except EngineUnavailableError:
         return None
-    det = load_text_detector(model, engine=engine, device="cpu")
+    options = {} if threshold is None else {"threshold": threshold}
+    det = load_text_detector(model, engine=engine, device="cpu", **options)
     return det.detect
 
 
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", help="text model file (default: the shipped one)")
+    parser.add_argument(
+        "--threshold", type=float, help="text probability threshold (default: the model file's, else 0.5)"
+    )
     parser.add_argument("--n", type=int, default=10, help="images per size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=3_000_000, help="generator seed of the held-out images")
@@ -114,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-ours", action="store_true", help="skip RapidOCR and Tesseract")
     args = parser.parse_args(argv)
     detectors = {
-        "ours, onnxruntime": ours(args.model, "onnxruntime", args.threads),
-        "ours, torch": ours(args.model, "torch", args.threads),
+        "ours, onnxruntime": ours(args.model, "onnxruntime", args.threads, args.threshold),
+        "ours, torch": ours(args.model, "torch", args.threads, args.threshold),
     }
     if not args.only_ours:
         detectors |= {"rapidocr-det": rapidocr(), "tesseract": tesseract()}

@@ -253,7 +253,7 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
                 _save_optimizer(engine, opt, out / "optimizer.pt")
                 state_path.write_text(json.dumps({"iteration": it + 1, "best": best}))
             if over:
-                log.info("time budget of %.0f min reached at iteration %d", config.time_budget_min, it + 1)
+                log.info("time budget of %g min reached at iteration %d", config.time_budget_min, it + 1)
                 break
     finally:
         feed.close()

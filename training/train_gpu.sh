@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Fine-tune the shipped networks on one GPU within a time budget, then measure them.
+#
+#   training/train_gpu.sh OUT [MINUTES] [TASKS]
+#
+# MINUTES (default 5): each network's training time. TASKS (default "deface text"): which
+# networks; both train at once, sharing the GPU, each with half the CPU cores (less one) as
+# sample-drawing workers. Each starts from its shipped model (--init shipped) at a constant
+# learning rate (DEFACE_LR, TEXT_LR) with a GPU-sized batch (DEFACE_BATCH, TEXT_BATCH).
+# DEVICE (default cuda) and WORKERS (per network) override the device and the workers.
+#
+# Written under OUT: deface/ and text/ (run folders, resumable: model.safetensors is the best
+# validation checkpoint), train_<task>.log, and the measures of the trained models:
+# eval_deface.log (held-out Dice, landmarks of the real head) and bench_text.log (held-out
+# recall, blanked area outside text). A model that beats the shipped one is shipped with
+# training/ship_model.py (see the model cards).
+set -euo pipefail
+
+out=${1:?usage: training/train_gpu.sh OUT [MINUTES] [TASKS]}
+minutes=${2:-5}
+tasks=${3:-deface text}
+device=${DEVICE:-cuda}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+python=${PYTHON:-python3}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+n_tasks=$(wc -w <<<"$tasks")
+cores=$(nproc)
+workers=${WORKERS:-$(( cores / n_tasks - 1 ))}
+(( workers >= 1 )) || workers=1
+
+declare -A lr=([deface]=${DEFACE_LR:-0.001} [text]=${TEXT_LR:-0.0005})
+declare -A batch=([deface]=${DEFACE_BATCH:-8} [text]=${TEXT_BATCH:-16})
+
+pids=()
+for task in $tasks; do
+    [[ -n "${lr[$task]:-}" ]] || { echo "unknown task: $task (deface or text)" >&2; exit 2; }
+    "$python" -m deephealth_deid train "$here/$task.yaml" --device "$device" --init shipped \
+        --lr "${lr[$task]}" --batch-size "${batch[$task]}" --workers "$workers" \
+        --iterations 1000000 --time-budget-min "$minutes" --out-dir "$out/$task" \
+        >"$out/train_$task.log" 2>&1 &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+if (( status )); then
+    echo "a training run failed: see $out/train_*.log" >&2
+    tail -n 20 "$out"/train_*.log >&2
+    exit 1
+fi
+
+for task in $tasks; do
+    case $task in
+    deface)
+        "$python" "$root/benchmarks/eval_deface.py" --model "$out/deface/model.safetensors" \
+            --synthetic 8 >"$out/eval_deface.log" 2>&1 || echo "eval_deface failed: see its log" >&2 ;;
+    text)
+        "$python" "$root/benchmarks/bench_text.py" --model "$out/text/model.safetensors" --n 10 \
+            --threshold 0.2 --only-ours >"$out/bench_text.log" 2>&1 || echo "bench_text failed: see its log" >&2 ;;
+    esac
+done
+grep -h "validation Dice" "$out"/train_*.log | tail -n 4 || true
+echo "runs, logs and measures in $out"

@@ -239,3 +239,23 @@ def test_init_starts_from_a_model_and_refuses_another_network(tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"init: .* differs .* widths"):
         train(load_config(other, init=str(first), out_dir=str(tmp_path / "c")))
     assert cli_main(["train", str(path), "--init", str(tmp_path / "missing.safetensors")]) == 1
+
+
+class _KillsItsWorker:
+    """A sample source whose worker process dies at sample 2 (as one killed for memory would)."""
+
+    def training(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if index == 2:
+            import os
+
+            os._exit(9)
+        return np.zeros((1, 2), np.float32), np.zeros(2, np.int64)
+
+
+def test_a_worker_process_that_dies_is_a_clear_error() -> None:
+    from deephealth_deid.errors import DeidError
+    from deephealth_deid.train.feed import batches
+
+    with pytest.raises(DeidError, match="fewer workers"):
+        for _ in batches(_KillsItsWorker(), 0, 6, 1, workers=1, make_samples=_KillsItsWorker):
+            pass

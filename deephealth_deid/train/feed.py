@@ -23,9 +23,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
+
+from ..errors import DeidError
 
 __all__ = ["batch", "batches", "run_length"]
 
@@ -71,6 +74,9 @@ def batches(
         depth: Batches (thread) or runs per worker (processes) drawn ahead.
 
     An error while drawing is raised here, at the iteration that needed it.
+
+    Raises:
+        DeidError: A worker process stopped (killed, out of memory).
     """
     if workers <= 0:
         yield from _threaded(samples, start, stop, size, depth)
@@ -153,7 +159,13 @@ def _processes(
                 break
         while pending:
             first, future = pending.popleft()
-            drawn, error = future.result()
+            try:
+                drawn, error = future.result()
+            except BrokenProcessPool as e:
+                raise DeidError(
+                    f"a sample-drawing worker process stopped ({e}); it may have run out of memory: "
+                    "use fewer workers (--workers; 0 draws in one thread of the training process)"
+                ) from e
             for k, item in enumerate(drawn):
                 yield first + k, item
             if error is not None:

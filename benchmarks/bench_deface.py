@@ -4,7 +4,7 @@ Run on demand (not in CI):
 
     python benchmarks/bench_deface.py [--head tests/data/heads/chris_t1.nii.gz] [--repeat 3] \\
         [--engines auto,torch] [--deepdefacer-python dd/bin/python | --deepdefacer /path/to/deepdefacer] \\
-        [--batch 8]
+        [--batch 8 [--jobs 1,2]]
 
 Each tool runs as a separate process on the same file, interleaved, so the
 times include start-up and file I/O; peak memory is the process's maximum
@@ -26,7 +26,10 @@ without changing what it computes. ``--deepdefacer`` runs a working
 With ``--batch N``, ``deid deface-batch`` also defaces N copies of the head in
 one process (the model loaded once, the next case read while one is
 predicted): volumes per second, and the time per volume against the
-single-file runs of the same engine.
+single-file runs of the same engine. ``--jobs 1,2`` times it with each number
+of jobs (``deid deface-batch --jobs``: cases in processes of their own, the
+cores shared out among them); the peak memory is then that of the largest
+process, so a run of J jobs holds about J times it.
 
 Besides time and memory, each tool's output is checked against the head's
 landmarks (``deface.evaluate``): share of tissue changed near each face
@@ -88,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch", type=int, default=0, metavar="N", help="also time deface-batch on N copies of the head"
     )
+    parser.add_argument(
+        "--jobs", default="1", help="comma-separated --jobs values of the deface-batch runs (default: 1)"
+    )
     args = parser.parse_args(argv)
+    jobs = [int(j) for j in args.jobs.split(",") if j.strip()]
     deid = shutil.which("deid") or "deid"
     head = args.head.resolve()
     dd_cmd = None
@@ -133,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.batch):
                 shutil.copyfile(head, cohort / f"case{i:03d}{''.join(head.suffixes)}")
             for engine, name in ours.items():
-                cmd = [deid, "deface-batch", str(cohort), "-o", str(t / f"batch_{engine}")]
-                seconds, rss = run([*cmd, "--device", args.device, "--engine", engine, "-q"])
-                batch[name] = (seconds, rss)
+                for j in jobs:
+                    cmd = [deid, "deface-batch", str(cohort), "-o", str(t / f"batch_{engine}_{j}")]
+                    seconds, rss = run(
+                        [*cmd, "--device", args.device, "--engine", engine, "-q", "--jobs", str(j)]
+                    )
+                    batch[name, j] = (seconds, rss)
         landmarks = args.landmarks or head.with_name(head.name.split(".")[0] + "_landmarks.json")
         if landmarks.is_file():
             for engine, name in ours.items():
@@ -153,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     if "deepdefacer" in med:
         for name in ours.values():
             print(f"{name} / deepdefacer time ratio: {med[name] / med['deepdefacer']:.2f}")
-    for name, (seconds, rss) in batch.items():
+    for (name, j), (seconds, rss) in batch.items():
         per = seconds / args.batch
         print(
-            f"{name} deface-batch of {args.batch}: {args.batch / seconds:.2f} volumes/s, "
-            f"{per:.2f} s per volume ({per / med[name]:.2f}x the single-file time), peak {rss:.0f} MiB"
+            f"{name} deface-batch of {args.batch}, {j} job(s): {args.batch / seconds:.2f} volumes/s, "
+            f"{per:.2f} s per volume ({per / med[name]:.2f}x the single-file time), "
+            f"peak {rss:.0f} MiB per process"
         )
     for name, summary in quality.items():
         print(f"{name}: {summary}")

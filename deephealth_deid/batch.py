@@ -33,11 +33,12 @@ the rest go on, and a run that was stopped going on where it left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,8 @@ def run_batch(
     process: Callable[[Case, Any], dict[str, Any]],
     overwrite: bool = False,
     on_case: Callable[[int, int, dict[str, Any]], None] | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> BatchSummary:
     """Process every case into ``out_dir``, with a report; see the module's notes.
 
@@ -266,10 +269,22 @@ def run_batch(
             (``done`` or ``flagged``). It raises to fail the case.
         overwrite: Process every case again and replace existing outputs.
         on_case: Called after each case with ``(k, n, record)`` (progress).
+        jobs: Cases processed at once, each job in a process of its own
+            (``load`` and ``process`` must then be picklable: module-level
+            functions, or partials of them with plain options). Records are
+            written as cases end, so their order may differ from the cases'.
+        threads: CPU threads of each job's network engine (default: the
+            cores shared out among the jobs).
 
     Returns:
         The :class:`BatchSummary`.
+
+    Raises:
+        DeidError: A job's process stopped (killed, out of memory); the cases
+            finished are in the report, and running again resumes.
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs!r}")
     out = Path(out_dir)
     _check_out_dir(cases, out)
     out.mkdir(exist_ok=True)
@@ -281,30 +296,9 @@ def run_batch(
     summary.counts["skipped"] = len(cases) - len(todo)
     if summary.counts["skipped"]:
         log.info("%d case(s) already done in %s: skipped", summary.counts["skipped"], report)
-    with open(report, "a", encoding="utf-8") as rep, ThreadPoolExecutor(1) as reader:
-        ahead: Future[Any] | None = reader.submit(load, todo[0]) if todo else None
-        for k, c in enumerate(todo, start=1):
-            current = ahead
-            t0 = time.perf_counter()
-            record: dict[str, Any] = {"case": c.name}
-            try:
-                c.output(out).parent.mkdir(parents=True, exist_ok=True)
-                assert current is not None
-                loaded = current.result()
-                # Read the next case while this one is processed.
-                ahead = reader.submit(load, todo[k]) if k < len(todo) else None
-                record.update(process(c, loaded))
-            except (DeidError, OSError) as e:
-                record.update(status="failed", error=str(e))
-            except Exception as e:  # one bad case must not stop a cohort
-                log.debug("%s failed", c.input, exc_info=True)
-                record.update(
-                    status="failed", error=f"{type(e).__name__}; process this case alone with -v for details"
-                )
-            finally:
-                if ahead is current and k < len(todo):  # failed before the next read was started
-                    ahead = reader.submit(load, todo[k])
-            record["seconds"] = round(time.perf_counter() - t0, 2)
+    run = _in_processes(jobs, threads) if jobs > 1 and len(todo) > 1 else _in_order
+    with open(report, "a", encoding="utf-8") as rep:
+        for k, record in enumerate(run(todo, out, load, process), start=1):
             summary.counts[record["status"]] += 1
             rep.write(json.dumps(record) + "\n")
             rep.flush()
@@ -312,3 +306,89 @@ def run_batch(
                 on_case(k, len(todo), record)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+Records = Iterator[dict[str, Any]]
+
+
+def _attempt(
+    case: Case, out: Path, load: Callable[[], Any], process: Callable[[Case, Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """The record of one case: ``load()`` it and process it, a failure reported, never raised."""
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"case": case.name}
+    try:
+        case.output(out).parent.mkdir(parents=True, exist_ok=True)
+        record.update(process(case, load()))
+    except (DeidError, OSError) as e:
+        record.update(status="failed", error=str(e))
+    except Exception as e:  # one bad case must not stop a cohort
+        log.debug("%s failed", case.input, exc_info=True)
+        record.update(
+            status="failed", error=f"{type(e).__name__}; process this case alone with -v for details"
+        )
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    return record
+
+
+def _in_order(
+    todo: Sequence[Case], out: Path, load: Callable[[Case], Any], process: Callable[..., dict[str, Any]]
+) -> Records:
+    """One case after the other; one thread reads the next case meanwhile (two in memory at most)."""
+    with ThreadPoolExecutor(1) as reader:
+        ahead: Future[Any] | None = reader.submit(load, todo[0]) if todo else None
+        for k, c in enumerate(todo, start=1):
+            current = ahead
+            assert current is not None
+            # Queued behind this case's read: the reader starts it when that one is done.
+            ahead = reader.submit(load, todo[k]) if k < len(todo) else None
+            yield _attempt(c, out, current.result, process)
+
+
+def _in_processes(jobs: int, threads: int | None) -> Callable[..., Records]:
+    """Cases in ``jobs`` processes at once, records in the order they end."""
+
+    def run(
+        todo: Sequence[Case], out: Path, load: Callable[[Case], Any], process: Callable[..., dict[str, Any]]
+    ) -> Records:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        per_job = threads or max(1, (os.cpu_count() or 1) // jobs)
+        pool = ProcessPoolExecutor(
+            min(jobs, len(todo)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_job,
+            initargs=(per_job,),
+        )
+        try:
+            futures = [pool.submit(_job, c, out, load, process) for c in todo]
+            for future in as_completed(futures):
+                try:
+                    yield future.result()
+                except BrokenProcessPool as e:
+                    raise DeidError(
+                        f"a job's process stopped ({e}); it may have run out of memory. The cases finished "
+                        "are in the report: run the same command again, with fewer jobs, to go on"
+                    ) from e
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    return run
+
+
+def _start_job(threads: int) -> None:
+    """Set up a job's process: its engines' CPU threads."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by PyTorch when it is imported
+    from .engines import get_engine
+    from .errors import EngineUnavailableError
+
+    with contextlib.suppress(EngineUnavailableError):
+        get_engine("onnxruntime", device="cpu").set_threads(threads)
+
+
+def _job(
+    case: Case, out: Path, load: Callable[[Case], Any], process: Callable[..., dict[str, Any]]
+) -> dict[str, Any]:
+    return _attempt(case, out, lambda: load(case), process)

@@ -155,3 +155,54 @@ def test_cli_on_the_real_head(tmp_path, chris_t1):
     assert (out / "chris_qc.png").is_file()
     assert main(["deface-batch", str(tmp_path / "in"), "-o", str(out), "--device", "cpu"]) == 0
     assert _records(out)[-1:] == [rec]  # nothing new: the case was skipped
+
+
+def test_jobs_in_processes_give_the_outputs_of_one_job(cohort, tmp_path):
+    """``--jobs 2``: the shipped model in two processes; the same files and records as one job."""
+    pytest.importorskip(
+        "torch", reason="the shipped defacing model runs on the PyTorch engine (pip install torch)"
+    )
+    from deephealth_deid.cli import main
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["deface-batch", str(cohort), "-o", str(one), "--device", "cpu", "-q"]) == 1  # broken.nii.gz
+    assert main(["deface-batch", str(cohort), "-o", str(two), "--device", "cpu", "-q", "--jobs", "2"]) == 1
+    outputs = {k: v for k, v in _snapshot(one).items() if k != REPORT_NAME}
+    assert len(outputs) > 3 and outputs == {k: v for k, v in _snapshot(two).items() if k != REPORT_NAME}
+
+    def strip(records: list[dict]) -> dict[str, dict]:
+        return {r["case"]: {k: v for k, v in r.items() if k != "seconds"} for r in records}
+
+    assert strip(_records(one)) == strip(_records(two))
+    assert strip(_records(two))["site2/broken.nii.gz"]["status"] == "failed"
+    # Resume with jobs: everything finished is skipped.
+    again = deface_batch(find_cases([cohort], two), two, device="cpu", jobs=2)
+    assert again.counts["skipped"] == 3 and again.counts["failed"] == 1
+
+
+def test_a_predictor_object_cannot_go_to_job_processes(cohort, tmp_path, phantom):
+    cases = find_cases([cohort], tmp_path / "out")
+    with pytest.raises(ValueError, match="jobs=1"):
+        deface_batch(cases, tmp_path / "out", predictor=oracle_for(phantom[1]), jobs=2)
+
+
+def _dies_on_sub02(case, volume):
+    import os
+
+    if case.name == "site1/sub-02.nii":
+        os._exit(9)  # as a job killed for memory would
+    return {"status": "done"}
+
+
+def test_a_job_process_that_dies_stops_the_batch_with_a_clear_error(cohort, tmp_path):
+    from deephealth_deid.batch import run_batch
+    from deephealth_deid.errors import DeidError
+
+    out = tmp_path / "out"
+    cases = [c for c in find_cases([cohort], out) if c.name.startswith("site1")]
+    with pytest.raises(DeidError, match="fewer jobs"):
+        run_batch(cases, out, report_name="r.jsonl", load=_snapshot_case, process=_dies_on_sub02, jobs=2)
+
+
+def _snapshot_case(case):
+    return case.input.stat().st_size

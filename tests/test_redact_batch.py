@@ -106,3 +106,35 @@ def test_extra_files_keep_a_uid_name_whole(tmp_path):
         Case(Path("s.nii.gz"), "site/s.nii.gz").extra(out, "_mask.nii.gz") == out / "site" / "s_mask.nii.gz"
     )
     assert Case(Path("us.DCM"), "us.DCM").extra(out, "_qc.png").name == "us_qc.png"
+
+
+def test_jobs_in_processes_give_the_outputs_of_one_job(folder, tmp_path):
+    """Two jobs, each making the shipped detector itself: the same files and records as one."""
+    pytest.importorskip(
+        "torch", reason="the shipped text model runs on the PyTorch engine (pip install torch)"
+    )
+    one, two = tmp_path / "one", tmp_path / "two"
+    a = redact_batch(find_cases([folder], one), one, detector="net", ocr="none", device="cpu")
+    b = redact_batch(find_cases([folder], two), two, detector="net", ocr="none", device="cpu", jobs=2)
+    assert a.counts == b.counts and a.counts["done"] + a.counts["flagged"] == 3
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in root.rglob("*")
+            if p.is_file() and p.name != REPORT_NAME
+        }
+
+    assert files(one) == files(two)
+
+    def records(out: Path) -> list[tuple]:
+        return sorted((r["case"], r["status"], r["detected"], r["blanked"]) for r in _records(out))
+
+    assert records(one) == records(two)
+
+
+def test_detector_objects_cannot_go_to_job_processes(folder, tmp_path):
+    with pytest.raises(ValueError, match="jobs=1"):
+        redact_batch(
+            find_cases([folder], tmp_path / "o"), tmp_path / "o", detector=FakeDetector([BOX]), jobs=2
+        )

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ._common import at_least
+
 log = logging.getLogger("deephealth_deid.cli")
 
 
@@ -17,6 +19,15 @@ def add_batch_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--list", action="store_true", help="list the cases found and exit")
     parser.add_argument(
         "-f", "--force", action="store_true", help="process every case again, replacing outputs"
+    )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=at_least(1),
+        default=1,
+        help="cases processed at once, each in a process of its own with its own model, sharing the CPU "
+        "cores (default 1). The steps around the network use one core each: on a CPU, one job per core "
+        "gives more cases per second",
     )
 
 

@@ -42,6 +42,7 @@ def _batch(args: argparse.Namespace) -> int:
         save_mask=args.save_mask,
         overwrite=args.force,
         on_case=progress,
+        jobs=args.jobs,
         **deface_options(args),
     )
     return summarise(summary, "volumes")

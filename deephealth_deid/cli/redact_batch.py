@@ -37,7 +37,13 @@ def _batch(args: argparse.Namespace) -> int:
     if args.list:
         return list_cases(cases)
     summary = redact_batch(
-        cases, args.out_dir, qc=args.qc, overwrite=args.force, on_case=progress, **redact_options(args)
+        cases,
+        args.out_dir,
+        qc=args.qc,
+        overwrite=args.force,
+        on_case=progress,
+        jobs=args.jobs,
+        **redact_options(args),
     )
     return summarise(summary, "images")
 

@@ -74,6 +74,8 @@ def redact_batch(
     model: PathLike | None = None,
     engine: str = "auto",
     device: str = "auto",
+    jobs: int = 1,
+    threads: int | None = None,
     **options: Any,
 ) -> BatchSummary:
     """Redact every case into ``out_dir``, with a report (see :func:`deephealth_deid.batch.run_batch`).
@@ -89,6 +91,11 @@ def redact_batch(
         model: Text model file for ``'net'``.
         engine: Engine for ``'net'``.
         device: Device for ``'net'``.
+        jobs: Files redacted at once, each job in a process of its own that
+            makes its own detector and OCR backend (``detector`` and ``ocr``
+            must then be names; see :func:`deephealth_deid.batch.run_batch`).
+        threads: CPU threads of each job's network (default: the cores shared
+            out among the jobs).
         **options: Passed to :func:`~.pipeline.redact_text` (``policy``,
             ``rules``, ``keep_safe``, ``keep_overlays``, ``pad_px``).
 
@@ -96,21 +103,61 @@ def redact_batch(
         The :class:`~deephealth_deid.batch.BatchSummary`.
     """
     out = Path(out_dir)
-    backend = get_ocr(ocr) if isinstance(ocr, str) else ocr
-    finder = get_detector(detector, ocr=backend, model=model, engine=engine, device=device)
-    process = functools.partial(
-        _redact_case,
-        out=out,
-        qc=qc,
-        overwrite=overwrite,
-        options={**options, "detector": finder, "ocr": backend if backend is not None else "none"},
-    )
+    named = isinstance(detector, str) and (ocr is None or isinstance(ocr, str))
+    if jobs > 1 and not named:
+        raise ValueError(
+            "detector and OCR objects cannot be sent to job processes: give their names, or jobs=1"
+        )
+    tools = (detector, ocr, None if model is None else str(model), engine, device)
+    if named:
+        _tools(*tools)  # made here once: a missing model or OCR backend fails before any file
+        process = functools.partial(
+            _redact_with, tools=tools, out=out, qc=qc, overwrite=overwrite, options=options
+        )
+    else:
+        backend = get_ocr(ocr) if isinstance(ocr, str) else ocr
+        finder = get_detector(detector, ocr=backend, model=model, engine=engine, device=device)
+        process = functools.partial(
+            _redact_case,
+            out=out,
+            qc=qc,
+            overwrite=overwrite,
+            options={**options, "detector": finder, "ocr": backend if backend is not None else "none"},
+        )
     return batch.run_batch(
         cases,
         out,
         report_name=REPORT_NAME,
-        load=lambda c: load_image(c.input),
+        load=_load,
         process=process,
         overwrite=overwrite,
         on_case=on_case,
+        jobs=jobs,
+        threads=threads,
     )
+
+
+def _load(case: Case) -> Any:
+    return load_image(case.input)
+
+
+@functools.lru_cache(maxsize=2)
+def _tools(detector: str, ocr: str | None, model: str | None, engine: str, device: str) -> tuple[Any, Any]:
+    """The detector and the OCR backend named, made once per process."""
+    backend = get_ocr(ocr) if ocr is not None else None
+    return get_detector(detector, ocr=backend, model=model, engine=engine, device=device), backend
+
+
+def _redact_with(
+    case: Case,
+    image: Any,
+    *,
+    tools: tuple[Any, ...],
+    out: Path,
+    qc: bool,
+    overwrite: bool,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    finder, backend = _tools(*tools)
+    options = {**options, "detector": finder, "ocr": backend if backend is not None else "none"}
+    return _redact_case(case, image, out=out, qc=qc, overwrite=overwrite, options=options)

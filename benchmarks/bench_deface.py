@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     jobs = [int(j) for j in args.jobs.split(",") if j.strip()]
-    deid = shutil.which("deid") or "deid"
+    # The installed command, else the package run by this Python (a checkout on PYTHONPATH).
+    deid = [shutil.which("deid")] if shutil.which("deid") else [sys.executable, "-m", "deephealth_deid"]
     head = args.head.resolve()
     dd_cmd = None
     if args.deepdefacer_python:
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows[name].append(
                     run(
                         [
-                            deid,
+                            *deid,
                             "deface",
                             str(head),
                             str(out),
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(head, cohort / f"case{i:03d}{''.join(head.suffixes)}")
             for engine, name in ours.items():
                 for j in jobs:
-                    cmd = [deid, "deface-batch", str(cohort), "-o", str(t / f"batch_{engine}_{j}")]
+                    cmd = [*deid, "deface-batch", str(cohort), "-o", str(t / f"batch_{engine}_{j}")]
                     seconds, rss = run(
                         [*cmd, "--device", args.device, "--engine", engine, "-q", "--jobs", str(j)]
                     )

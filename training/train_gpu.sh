@@ -11,7 +11,8 @@
 #
 # Written under OUT: deface/ and text/ (run folders, resumable: model.safetensors is the best
 # validation checkpoint), train_<task>.log, and the measures of the trained models:
-# eval_deface.log (held-out Dice, landmarks of the real head) and bench_text.log (held-out
+# eval_deface.log (held-out Dice, landmarks of the real head), bench_deface.log (the shipped
+# model's time per file and volumes per second in batch on DEVICE) and bench_text.log (held-out
 # recall, blanked area outside text). A model that beats the shipped one is shipped with
 # training/ship_model.py (see the model cards).
 set -euo pipefail
@@ -55,7 +56,11 @@ for task in $tasks; do
     case $task in
     deface)
         "$python" "$root/benchmarks/eval_deface.py" --model "$out/deface/model.safetensors" \
-            --synthetic 8 >"$out/eval_deface.log" 2>&1 || echo "eval_deface failed: see its log" >&2 ;;
+            --synthetic 8 >"$out/eval_deface.log" 2>&1 || echo "eval_deface failed: see its log" >&2
+        # Volumes per second in batch on this device (the shipped model), one job and several.
+        "$python" "$root/benchmarks/bench_deface.py" --device "$device" --engines torch --repeat 1 \
+            --batch "${BENCH_BATCH:-16}" --jobs "${BENCH_JOBS:-1,4}" >"$out/bench_deface.log" 2>&1 \
+            || echo "bench_deface failed: see its log" >&2 ;;
     text)
         "$python" "$root/benchmarks/bench_text.py" --model "$out/text/model.safetensors" --n 10 \
             --threshold 0.2 --only-ours >"$out/bench_text.log" 2>&1 || echo "bench_text failed: see its log" >&2 ;;

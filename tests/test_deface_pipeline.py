@@ -90,6 +90,27 @@ def test_missing_feature_is_flagged(phantom):
     assert "expected nose not found although in the field of view" in out.qc.flags
 
 
+@pytest.mark.parametrize(
+    ("face_bottom", "back_bottom", "nose", "mouth"),
+    [(5, 5, True, True), (25, 5, True, False), (36, 36, False, False)],
+    ids=["whole-head", "fov-cut-above-the-mouth-tilted", "fov-cut-above-the-nose"],
+)
+def test_nose_and_mouth_are_expected_from_the_face_below_the_eyes(face_bottom, back_bottom, nose, mouth):
+    """The face's own extent below the eyes decides, not the back of a tilted head reaching lower."""
+    from deephealth_deid.deface.conform import Grid
+    from deephealth_deid.deface.pipeline import _expected_features
+
+    s = 3.0
+    image = np.zeros((60, 70, 60), np.float32)  # RAS grid: axis 1 anterior, axis 2 superior
+    image[5:55, 5:40, back_bottom:55] = 1.0  # back of the head (and neck)
+    image[5:55, 40:65, face_bottom:55] = 1.0  # the face: the 75 mm in front
+    probs = np.zeros((5, *image.shape), np.float32)
+    probs[1, 20:25, 60:64, 40:43] = probs[1, 35:40, 60:64, 40:43] = 1.0  # eyes, k 41: 123 mm up
+    expected = _expected_features(probs, image, Grid(image.shape, np.diag([s, s, s, 1.0])))
+    assert (expected["nose"], expected["mouth"]) == (nose, mouth)
+    assert expected["eyes"]
+
+
 @pytest.mark.parametrize("mode", ["zero", "noise", "blur"])
 def test_modes_change_only_the_mask(phantom, mode):
     image, labels = phantom

@@ -276,13 +276,21 @@ def _qc(
     )
 
 
+#: How far behind the eyes the face reaches, for :func:`_expected_features` (mm): the lips of a head
+#: pitched 30 degrees chin up lie about 35 mm behind the eyelids.
+FACE_SLAB_MM = 45.0
+
+
 def _expected_features(probs: np.ndarray, image: np.ndarray, grid: Grid) -> dict[str, bool]:
     """Which features should be visible, from the head's extent on the (RAS) grid.
 
     The eyes anchor everything: the nose starts about 15 mm below them, the lips
     about 60 mm, and the pinnae sit about 65-80 mm either side of the midline
-    at eye level. Without eyes, every feature is expected (and their absence
-    flagged) unless the head itself ends above eye level.
+    at eye level. The nose and the lips are looked for in the face, the part
+    of the head in front of a plane :data:`FACE_SLAB_MM` behind the eyes: a
+    tilted head whose field of view ends above the mouth reaches lower at the
+    back of the head than in front. Without eyes, every feature is expected
+    (and their absence flagged) unless the head itself ends above eye level.
     """
     s = grid.spacing
     head = image > 0.25
@@ -293,12 +301,15 @@ def _expected_features(probs: np.ndarray, image: np.ndarray, grid: Grid) -> dict
     z_lo = zs.min()
     if not eyes.any():
         return dict.fromkeys(FEATURE_NAMES.values(), True)
-    _ci, _cj, ck = (np.mean(ix) for ix in np.nonzero(eyes))
+    _ci, cj, ck = (np.mean(ix) for ix in np.nonzero(eyes))
     xs = np.nonzero(head[:, :, round(ck)].any(axis=1))[0]
     width_mm = (xs.max() - xs.min()) * s if xs.size else 0.0
+    face = head[:, max(0, round(cj - FACE_SLAB_MM / s)) :, :]  # axis 1 points anterior
+    face_zs = np.nonzero(face.any(axis=(0, 1)))[0]
+    below = (ck - (face_zs.min() if face_zs.size else z_lo)) * s  # mm of face below the eyes
     return {
         "eyes": True,
-        "nose": bool((ck - z_lo) * s > 30),
-        "mouth": bool((ck - z_lo) * s > 70),
+        "nose": bool(below > 30),
+        "mouth": bool(below > 70),
         "ears": bool(width_mm > 130 and (ck - z_lo) * s > 25),
     }

@@ -4,8 +4,8 @@ Every training sample is seeded by its index, so batch ``i`` holds the same
 arrays however it is drawn: in the training process, by one background thread
 (``data.workers: 0``, the default: on a 2-core CPU the network needs the
 cores), or by ``data.workers`` processes (on a GPU, where one thread cannot
-draw heads as fast as the network takes them: a synthetic head costs about
-0.3-1 s of one core, a training step on a GPU a few milliseconds).
+draw heads as fast as the network takes them: a synthetic head on the 3 mm grid costs about
+1.7 s of one core, a training step on a GPU a few milliseconds).
 
 Worker processes are started with ``spawn`` (no copy of the training process's
 threads or engine state) and each builds its own sample source. They are given

@@ -37,3 +37,12 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is required here (DEID_REQUIRE_TOOLS is set) but not on PATH")
         pytest.skip(f"{name} is not on PATH (Debian: apt-get install dicom3tools)")
     return path
+
+
+def pydicom_test_file(name: str) -> Path:
+    """A file of pydicom's test data; skip where it is not installed (pip install pydicom-data)."""
+    data = pytest.importorskip("pydicom.data")
+    path = data.get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"{name} is not in pydicom's test data here (pip install pydicom-data)")
+    return Path(path)

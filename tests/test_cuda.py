@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import pydicom_test_file
 from train_configs import TINY_DEFACE, write_config
 
 import deephealth_deid as dd
@@ -37,11 +38,7 @@ def test_deface_on_cuda_matches_the_cpu_and_passes_the_landmarks(chris_t1: Path)
 
 
 def test_text_regions_on_cuda_match_the_cpu() -> None:
-    pydicom_data = pytest.importorskip("pydicom.data")
-    path = pydicom_data.get_testdata_file("US1_UNCR.dcm")
-    if path is None:
-        pytest.skip("US1_UNCR.dcm is not in pydicom's test data here (pip install pydicom-data)")
-    image = dd.load_image(path)
+    image = dd.load_image(pydicom_test_file("US1_UNCR.dcm"))
     gpu = dd.redact_text(image, ocr="none", engine="torch", device="cuda")
     cpu = dd.redact_text(image, ocr="none", engine="torch", device="cpu")
     assert gpu.qc.detected >= 1

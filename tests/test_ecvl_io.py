@@ -105,10 +105,9 @@ def test_missing_ecvl_names_what_to_install(tmp_path, chris_t1):
     [("MR_small.dcm", "MONOCHROME2"), ("RG3_UNCR.dcm", "MONOCHROME1"), ("US1_UNCR.dcm", "RGB")],
 )
 def test_dicom_image_through_ecvl_is_identical(name, photometric):
-    pydicom_data = pytest.importorskip("pydicom.data")
-    path = pydicom_data.get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} is not in pydicom's test data here (pip install pydicom-data)")
+    from conftest import pydicom_test_file
+
+    path = pydicom_test_file(name)
     builtin = dd.load_image(path)
     via_ecvl = dd.load_image(path, reader="ecvl")
     assert via_ecvl.photometric == builtin.photometric == photometric
@@ -137,10 +136,9 @@ def test_raster_image_through_ecvl_is_identical(tmp_path, rng, mode):
 @pytest.mark.ecvl
 @needs_ecvl
 def test_images_ecvl_cannot_read_faithfully_are_refused():
-    pydicom_data = pytest.importorskip("pydicom.data")
-    path = pydicom_data.get_testdata_file("OBXXXX1A.dcm")  # PALETTE COLOR
-    if path is None:
-        pytest.skip("OBXXXX1A.dcm is not in pydicom's test data here")
+    from conftest import pydicom_test_file
+
+    path = pydicom_test_file("OBXXXX1A.dcm")  # PALETTE COLOR
     with pytest.raises(UnsupportedInputError, match="reader='builtin'"):
         dd.load_image(path, reader="ecvl")
     with pytest.raises(ValueError, match="reader"):

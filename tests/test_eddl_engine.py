@@ -200,13 +200,11 @@ def test_onnx_export_imports_into_eddl(eddl_engine, key):
 def test_redact_on_eddl_blanks_what_torch_blanks(eddl_engine):
     """The shipped text detector on a real ultrasound: the same regions and pixels on both engines."""
     pytest.importorskip("torch")
-    pydicom_data = pytest.importorskip("pydicom.data")
+    from conftest import pydicom_test_file
+
     import deephealth_deid as dd
 
-    path = pydicom_data.get_testdata_file("US1_UNCR.dcm")
-    if path is None:
-        pytest.skip("US1_UNCR.dcm is not in pydicom's test data here (pip install pydicom-data)")
-    image = dd.load_image(path)
+    image = dd.load_image(pydicom_test_file("US1_UNCR.dcm"))
     on_torch = dd.redact_text(image, ocr="none", engine="torch", device="cpu")
     on_eddl = dd.redact_text(image, ocr="none", engine="eddl", device="cpu")
     assert on_eddl.qc.detected == on_torch.qc.detected >= 5  # the header band, parameters, scale

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
+from conftest import pydicom_test_file
 
 import deephealth_deid as dd
 from deephealth_deid.cli import main as deid
@@ -95,10 +95,7 @@ def no_shipped_text_model(monkeypatch):
 
 
 def _testfile(name: str) -> Path:
-    path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} is not in pydicom's test data here (pip install pydicom-data)")
-    return Path(path)
+    return pydicom_test_file(name)
 
 
 def _image(photometric: str, dtype=np.uint8, frames: int = 1, rows: int = 40, cols: int = 64, seed: int = 7):

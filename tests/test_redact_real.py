@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import pydicom_test_file
 
 import deephealth_deid as dd
 
 pytest.importorskip("torch", reason="the shipped text model runs on the PyTorch engine (pip install torch)")
-pydicom_data = pytest.importorskip("pydicom.data")
+pytest.importorskip("pydicom.data")
 
 #: Real images with burned-in text: (file, photometric).
 WITH_TEXT = {
@@ -20,10 +21,7 @@ WITH_TEXT = {
 
 
 def _file(name: str) -> str:
-    path = pydicom_data.get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} is not in pydicom's test data here (pip install pydicom-data)")
-    return path
+    return str(pydicom_test_file(name))
 
 
 @pytest.mark.parametrize("name", sorted(WITH_TEXT))

@@ -44,24 +44,6 @@ def find_cases(inputs: Iterable[PathLike], out_dir: PathLike) -> list[Case]:
     return batch.find_cases(inputs, out_dir, kind="image")
 
 
-def _redact_case(
-    case: Case, image: Any, *, out: Path, qc: bool, overwrite: bool, options: dict[str, Any]
-) -> dict[str, Any]:
-    picture = case.extra(out, "_qc.png") if qc else None
-    check_outputs(case.input, case.output(out), qc_png=picture, overwrite=overwrite)
-    result = redact_text(image, **options)
-    write_outputs(result, case.output(out), qc_png=picture, overwrite=overwrite)
-    q = result.qc
-    return {
-        "status": "done" if q.ok else "flagged",
-        "frames": q.frames,
-        "detected": q.detected,
-        "blanked": q.blanked,
-        "kept": q.kept,
-        "flags": q.flags,
-    }
-
-
 def redact_batch(
     cases: Sequence[Case],
     out_dir: PathLike,
@@ -108,22 +90,18 @@ def redact_batch(
         raise ValueError(
             "detector and OCR objects cannot be sent to job processes: give their names, or jobs=1"
         )
-    tools = (detector, ocr, None if model is None else str(model), engine, device)
-    if named:
-        _tools(*tools)  # made here once: a missing model or OCR backend fails before any file
-        process = functools.partial(
-            _redact_with, tools=tools, out=out, qc=qc, overwrite=overwrite, options=options
+    if named:  # made once per process (picklable: job processes make their own)
+        tools = functools.partial(
+            _named_tools, detector, ocr, None if model is None else str(model), engine, device
         )
     else:
         backend = get_ocr(ocr) if isinstance(ocr, str) else ocr
         finder = get_detector(detector, ocr=backend, model=model, engine=engine, device=device)
-        process = functools.partial(
-            _redact_case,
-            out=out,
-            qc=qc,
-            overwrite=overwrite,
-            options={**options, "detector": finder, "ocr": backend if backend is not None else "none"},
-        )
+        tools = functools.partial(_given_tools, finder, backend)
+    tools()  # here first: a missing model or OCR backend fails before any file
+    process = functools.partial(
+        _redact_with, tools=tools, out=out, qc=qc, overwrite=overwrite, options=options
+    )
     return batch.run_batch(
         cases,
         out,
@@ -142,22 +120,41 @@ def _load(case: Case) -> Any:
 
 
 @functools.lru_cache(maxsize=2)
-def _tools(detector: str, ocr: str | None, model: str | None, engine: str, device: str) -> tuple[Any, Any]:
+def _named_tools(
+    detector: str, ocr: str | None, model: str | None, engine: str, device: str
+) -> tuple[Any, Any]:
     """The detector and the OCR backend named, made once per process."""
     backend = get_ocr(ocr) if ocr is not None else None
     return get_detector(detector, ocr=backend, model=model, engine=engine, device=device), backend
+
+
+def _given_tools(finder: Any, backend: Any) -> tuple[Any, Any]:
+    return finder, backend
 
 
 def _redact_with(
     case: Case,
     image: Any,
     *,
-    tools: tuple[Any, ...],
+    tools: Callable[[], tuple[Any, Any]],
     out: Path,
     qc: bool,
     overwrite: bool,
     options: dict[str, Any],
 ) -> dict[str, Any]:
-    finder, backend = _tools(*tools)
+    """Redact one case with the detector and OCR backend ``tools()`` gives."""
+    finder, backend = tools()
+    picture = case.extra(out, "_qc.png") if qc else None
+    check_outputs(case.input, case.output(out), qc_png=picture, overwrite=overwrite)
     options = {**options, "detector": finder, "ocr": backend if backend is not None else "none"}
-    return _redact_case(case, image, out=out, qc=qc, overwrite=overwrite, options=options)
+    result = redact_text(image, **options)
+    write_outputs(result, case.output(out), qc_png=picture, overwrite=overwrite)
+    q = result.qc
+    return {
+        "status": "done" if q.ok else "flagged",
+        "frames": q.frames,
+        "detected": q.detected,
+        "blanked": q.blanked,
+        "kept": q.kept,
+        "flags": q.flags,
+    }

@@ -296,9 +296,12 @@ def run_batch(
     summary.counts["skipped"] = len(cases) - len(todo)
     if summary.counts["skipped"]:
         log.info("%d case(s) already done in %s: skipped", summary.counts["skipped"], report)
-    run = _in_processes(jobs, threads) if jobs > 1 and len(todo) > 1 else _in_order
+    if jobs > 1 and len(todo) > 1:
+        records = _in_processes(todo, out, load, process, jobs=jobs, threads=threads)
+    else:
+        records = _in_order(todo, out, load, process)
     with open(report, "a", encoding="utf-8") as rep:
-        for k, record in enumerate(run(todo, out, load, process), start=1):
+        for k, record in enumerate(records, start=1):
             summary.counts[record["status"]] += 1
             rep.write(json.dumps(record) + "\n")
             rep.flush()
@@ -345,37 +348,39 @@ def _in_order(
             yield _attempt(c, out, current.result, process)
 
 
-def _in_processes(jobs: int, threads: int | None) -> Callable[..., Records]:
+def _in_processes(
+    todo: Sequence[Case],
+    out: Path,
+    load: Callable[[Case], Any],
+    process: Callable[..., dict[str, Any]],
+    *,
+    jobs: int,
+    threads: int | None,
+) -> Records:
     """Cases in ``jobs`` processes at once, records in the order they end."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    def run(
-        todo: Sequence[Case], out: Path, load: Callable[[Case], Any], process: Callable[..., dict[str, Any]]
-    ) -> Records:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from concurrent.futures.process import BrokenProcessPool
-
-        per_job = threads or max(1, (os.cpu_count() or 1) // jobs)
-        pool = ProcessPoolExecutor(
-            min(jobs, len(todo)),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_job,
-            initargs=(per_job,),
-        )
-        try:
-            futures = [pool.submit(_job, c, out, load, process) for c in todo]
-            for future in as_completed(futures):
-                try:
-                    yield future.result()
-                except BrokenProcessPool as e:
-                    raise DeidError(
-                        f"a job's process stopped ({e}); it may have run out of memory. The cases finished "
-                        "are in the report: run the same command again, with fewer jobs, to go on"
-                    ) from e
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    return run
+    per_job = threads or max(1, (os.cpu_count() or 1) // jobs)
+    pool = ProcessPoolExecutor(
+        min(jobs, len(todo)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_job,
+        initargs=(per_job,),
+    )
+    try:
+        futures = [pool.submit(_job, c, out, load, process) for c in todo]
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool as e:
+                raise DeidError(
+                    f"a job's process stopped ({e}); it may have run out of memory. The cases finished "
+                    "are in the report: run the same command again, with fewer jobs, to go on"
+                ) from e
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _start_job(threads: int) -> None:

@@ -131,7 +131,7 @@ def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> t
     values = src[tuple(slice(None, None, k) for k in step)][mask]
     p_lo, p_hi = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
     scale = 1.0 / (p_hi - p_lo) if p_hi > p_lo else 1.0
-    background = float(np.percentile(native, 1))
+    background = float(np.percentile(native[::2, ::2, ::2], 1))  # air: every 8th voxel is plenty
     image = _sample(src, volume.affine, grid, order=1, cval=background)
     image = np.clip((image - p_lo) * scale, -0.5, 2.0).astype(np.float32)
     return image, grid

@@ -12,12 +12,19 @@ MODES = ("zero", "noise", "blur")
 
 
 def background_values(array: np.ndarray, head: np.ndarray, *, max_samples: int = 200_000) -> np.ndarray:
-    """A sample of the air voxels' values (outside the head), for noise that looks like air."""
-    air = array[~head]
-    if air.size == 0:
+    """A sample of the air voxels' values (outside the head), for noise that looks like air.
+
+    Every k-th voxel of the volume is looked at, k chosen so that about
+    ``max_samples`` of them are air: the whole volume is never copied.
+    """
+    n_air = head.size - int(np.count_nonzero(head))
+    if n_air == 0:
         return np.array([array.min()], dtype=array.dtype)
-    step = max(1, air.size // max_samples)
-    return air[::step]
+    step = max(1, n_air // max_samples)
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    values = np.ravel(array, order=order)[::step]
+    air = values[~np.ravel(head, order=order)[::step]]
+    return air if air.size else array[~head]
 
 
 def apply_mask(

@@ -490,6 +490,34 @@ def test_dicom_overlays_are_removed_by_default_and_kept_on_request(tmp_path):
     assert not res.qc.ok and "overlay" in res.qc.flags[0]
 
 
+def test_dicom_icon_thumbnails_are_removed_wherever_they_are(tmp_path):
+    """An Icon Image Sequence is a small copy of the pixels, burned-in text included: it goes."""
+    from pydicom.dataset import Dataset
+
+    ds = pydicom.dcmread(_testfile("US1_UNCR.dcm"))
+    thumb = np.ascontiguousarray(ds.pixel_array[::8, ::8, 0])
+    icon = Dataset()
+    icon.Rows, icon.Columns = thumb.shape
+    icon.SamplesPerPixel, icon.PhotometricInterpretation = 1, "MONOCHROME2"
+    icon.BitsAllocated, icon.BitsStored, icon.HighBit, icon.PixelRepresentation = 8, 8, 7, 0
+    icon.PixelData = thumb.tobytes()
+    ds.IconImageSequence = [icon]
+    ref = Dataset()
+    ref.ReferencedSOPInstanceUID = "1.2.3"
+    ref.IconImageSequence = [icon]
+    ds.ReferencedImageSequence = [ref]
+    src = tmp_path / "icon.dcm"
+    ds.save_as(src)
+    image = dd.load_image(src)
+    res = redact_text(image, detector=FakeDetector([(0, 0, 100, 40)]), ocr="none")
+    dd.save_image(res.image, tmp_path / "out.dcm")
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    assert "IconImageSequence" not in out
+    assert "IconImageSequence" not in out.ReferencedImageSequence[0]
+    assert out.ReferencedImageSequence[0].ReferencedSOPInstanceUID == "1.2.3"  # the rest is kept
+    assert "IconImageSequence" in image.source.dataset.ReferencedImageSequence[0]  # source untouched
+
+
 def test_dicom_without_text_keeps_its_exact_pixel_data(tmp_path):
     src = _testfile("MR_small.dcm")
     dst = tmp_path / "mr.dcm"

@@ -8,6 +8,7 @@ same input twice gives the same output.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,35 @@ def mark_derived(ds: Any, *, image_type: bool = True) -> None:
     ds.file_meta = meta
 
 
+#: (0088,0200) Icon Image Sequence: a small copy of the image (burned-in text, a face and all).
+ICON_IMAGE_SEQUENCE = 0x00880200
+
+
+def drop_icons(ds: Any) -> int:
+    """Delete every Icon Image Sequence of ``ds``, at any depth, in place; returns how many.
+
+    A sequence that holds one is replaced by a copy before it is changed, so a
+    dataset that shares its element objects with a source header (a series
+    written slice by slice) never changes that source.
+    """
+    count = 0
+    if ICON_IMAGE_SEQUENCE in ds:
+        del ds[ICON_IMAGE_SEQUENCE]
+        count += 1
+    for elem in list(ds):
+        if elem.VR == "SQ" and elem.value and any(_holds_icon(item) for item in elem.value):
+            fresh = copy.deepcopy(elem)
+            count += sum(drop_icons(item) for item in fresh.value)
+            ds[elem.tag] = fresh
+    return count
+
+
+def _holds_icon(item: Any) -> bool:
+    return ICON_IMAGE_SEQUENCE in item or any(
+        e.VR == "SQ" and any(_holds_icon(i) for i in e.value) for e in item
+    )
+
+
 def set_native_pixels(ds: Any, array: np.ndarray, *, photometric: str | None = None) -> None:
     """Store ``array`` uncompressed (Explicit VR Little Endian) in ``ds``, in place.
 
@@ -178,8 +208,12 @@ def set_native_pixels(ds: Any, array: np.ndarray, *, photometric: str | None = N
     trailing sample axis; its dtype must be the stored integer type. BitsStored
     and HighBit are kept when the values fit, and widened otherwise. A source
     that was lossy-compressed keeps saying so (LossyImageCompression 01).
+    Every Icon Image Sequence is deleted (:func:`drop_icons`): a thumbnail of
+    the old pixels would keep what was removed from them.
     """
     from pydicom.uid import ExplicitVRLittleEndian
+
+    drop_icons(ds)
 
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
     lossy = tsyntax is not None and tsyntax.is_compressed and not tsyntax.is_deflated

@@ -57,18 +57,23 @@ def test_real_head_round_trip_keeps_every_byte(tmp_path, chris_t1):
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
-def test_scaled_data_keeps_scaling_and_extensions(tmp_path, rng, suffix):
+def test_scaled_data_keeps_scaling_and_leaves_extensions_out(tmp_path, rng, suffix, caplog):
     raw = rng.integers(-100, 3000, size=(5, 6, 7)).astype(np.int16)
     img = nib.Nifti1Image(raw, np.diag([1.0, 2.0, 3.0, 1.0]))
     img.header.set_slope_inter(0.37, -12.5)
-    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"acquisition comment"))
+    # 35 bytes: nibabel pads the extension to 48 on reading and trims it on writing, which left
+    # the source's data offset pointing past an empty extension (an unreadable output).
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"Doe^Jane acquisition comment 123456"))
     src = tmp_path / f"scaled{suffix}"
     nib.save(img, src)
 
     vol = dd.load_volume(src)
     assert np.allclose(vol.array, raw * np.float32(0.37) - 12.5)
     out = dd.save_volume(vol, tmp_path / f"out{suffix}")
-    assert _stored_bytes(out) == _stored_bytes(src)
+    written = nib.load(out)
+    assert len(written.header.extensions) == 0  # extensions can carry identifying text
+    assert np.array_equal(np.asanyarray(written.dataobj.get_unscaled()), raw)
+    assert "extension(s) left out" in caplog.text and "Doe" not in caplog.text
 
     # A change written back uses the source scaling; unchanged voxels stay bit-exact.
     changed = vol.array.copy()

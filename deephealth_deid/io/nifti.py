@@ -112,6 +112,8 @@ def write_nifti(volume: Volume, path: Path) -> None:
 
     With a NIfTI source the header is kept: data type, scaling, qform/sform and
     their codes (the affine is updated only if the volume's affine changed).
+    Header extensions are left out (they can carry identifying data), with a
+    warning.
     Values that do not fit the stored type are clipped, with a warning.
     """
     import nibabel as nib
@@ -127,6 +129,12 @@ def write_nifti(volume: Volume, path: Path) -> None:
         raw = _unscale(data, stored, slope, inter, path)
         if hdr.get_data_shape() != raw.shape:  # one volume of a 4D file
             hdr.set_data_shape(raw.shape)
+        if hdr.extensions:
+            # Extensions can carry identifying data (dcm2niix's DICOM header, AFNI's history),
+            # and nibabel re-pads them while the data offset stays: they are left out.
+            log.warning("%s: %d NIfTI header extension(s) left out", path.name, len(hdr.extensions))
+            hdr.extensions.clear()
+        hdr.set_data_offset(hdr.single_vox_offset)
         if not np.allclose(volume.affine, src.affine, atol=1e-6):
             hdr.set_qform(volume.affine, code=int(hdr["qform_code"]) or 1)
             hdr.set_sform(volume.affine, code=int(hdr["sform_code"]) or 1)

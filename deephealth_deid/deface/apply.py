@@ -43,8 +43,10 @@ def apply_mask(
         mask: Boolean mask of the voxels to replace.
         mode: ``'zero'``: the air level (the lowest common air value, e.g. 0, or
             -1000 on CT); ``'noise'``: values drawn from the air around the head;
-            ``'blur'``: a heavy blur (8 mm) of the volume plus air noise, which
-            leaves no recognisable surface.
+            ``'blur'``: half of a heavy blur (8 mm) of the volume with the
+            masked voxels at the air level, plus air noise. In every mode the
+            new values depend on nothing inside the mask: the removed tissue
+            cannot be recovered from them.
         air: Sample of air values (see :func:`background_values`).
         spacing: Voxel size in mm.
         seed: Seed of the noise.
@@ -65,8 +67,12 @@ def apply_mask(
     elif mode == "noise":
         values = rng.choice(air, size=n) if air.size else np.zeros(n)
     else:
+        # The masked voxels are set to the air level before blurring, so that nothing of what is
+        # removed enters the result: blurring the face itself kept its surface where it was.
         sigma = [8.0 / s for s in spacing]
-        blurred = ndimage.gaussian_filter(array.astype(np.float32), sigma, truncate=2.0)
+        source = array.astype(np.float32)
+        source[mask] = np.median(air) if air.size else 0
+        blurred = ndimage.gaussian_filter(source, sigma, truncate=2.0)
         values = blurred[mask] * 0.5 + (rng.choice(air, size=n) if air.size else 0)
     if np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)

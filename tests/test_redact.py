@@ -490,6 +490,16 @@ def test_dicom_overlays_are_removed_by_default_and_kept_on_request(tmp_path):
     assert not res.qc.ok and "overlay" in res.qc.flags[0]
 
 
+@pytest.mark.parametrize("box", [(0, -10, 2, -5), (-9, 0, -2, 5), (50, 0, 60, 5), (0, 30, 5, 40)])
+def test_a_box_outside_the_frame_changes_nothing(box):
+    from deephealth_deid.text import blank_regions
+
+    img = _image("MONOCHROME2", rows=20, cols=40)
+    region = Region(0, *box, score=0.9)
+    out = blank_regions(img, [region])
+    assert np.array_equal(out.frames, img.frames)
+
+
 def test_dicom_icon_thumbnails_are_removed_wherever_they_are(tmp_path):
     """An Icon Image Sequence is a small copy of the pixels, burned-in text included: it goes."""
     from pydicom.dataset import Dataset

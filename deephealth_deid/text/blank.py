@@ -51,12 +51,10 @@ def padded_box(
         pad = default_pad(region.line_height)
     else:
         pad = int(pad_px)
-    return (
-        max(region.x0 - pad, 0),
-        max(region.y0 - pad, 0),
-        min(region.x1 + pad, columns),
-        min(region.y1 + pad, rows),
-    )
+    # Clipped on both sides: a box wholly outside the frame becomes empty (a negative end would
+    # count from the other edge).
+    x0, y0 = min(max(region.x0 - pad, 0), columns), min(max(region.y0 - pad, 0), rows)
+    return x0, y0, max(min(region.x1 + pad, columns), x0), max(min(region.y1 + pad, rows), y0)
 
 
 def fill_value(image: Image, *, bits_stored: int | None = None) -> np.ndarray:

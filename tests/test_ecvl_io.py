@@ -141,5 +141,8 @@ def test_images_ecvl_cannot_read_faithfully_are_refused():
     path = pydicom_test_file("OBXXXX1A.dcm")  # PALETTE COLOR
     with pytest.raises(UnsupportedInputError, match="reader='builtin'"):
         dd.load_image(path, reader="ecvl")
+    # RescaleSlope 3.77: ECVL gives rescaled values, which would be written back as stored values.
+    with pytest.raises(UnsupportedInputError, match="rescaled"):
+        dd.load_image(pydicom_test_file("MR2_UNCR.dcm"), reader="ecvl")
     with pytest.raises(ValueError, match="reader"):
         dd.load_image(path, reader="itk")

@@ -170,4 +170,8 @@ def reread_image_with_ecvl(image: Image, *, dicom: bool) -> Image:
     out = frame.astype(want.dtype)
     if not np.array_equal(out.astype(frame.dtype), frame):
         raise refuse(f"ECVL's {frame.dtype} values do not fit the image's {want.dtype}")
+    if dicom and not np.array_equal(out, want):
+        # The pixels are written back as stored values: values ECVL rescaled (RescaleSlope and
+        # Intercept) would be stored rescaled, and scaled again by every viewer.
+        raise refuse("ECVL's values differ from the stored pixel values (rescaled?)")
     return image.with_frames(out[None])

@@ -126,9 +126,12 @@ def _kind(path: Path) -> str:
 
 
 def _holds_dicom(files: Sequence[Path]) -> bool:
-    """Whether a folder's files are a DICOM series (judged by its first file that is not NIfTI)."""
-    first = next((f for f in sorted(files) if not _is_nifti_name(f) and f.stat().st_size > 0), None)
-    return first is not None and _kind(first) == "dicom"
+    """Whether a folder holds a DICOM series: any of its files that are not NIfTI is DICOM.
+
+    Every file is looked at until one is (a series folder may also hold a text file that sorts
+    first, such as a README).
+    """
+    return any(_kind(f) == "dicom" for f in sorted(files) if not _is_nifti_name(f))
 
 
 def _walk(root: Path, out_dir: Path, kind: str) -> list[Case]:

@@ -42,6 +42,8 @@ def cohort(tmp_path: Path, phantom) -> Path:
         pixel_spacing=(2.0, 2.0),
         slice_step=2.0,
     )
+    # A text file that sorts before the slices: the folder is still a series.
+    (root / "site2" / "sub-03" / "00_readme.txt").write_text("exported series\n")
     (root / "site2" / "broken.nii.gz").write_bytes(b"not a volume")
     (root / ".hidden").mkdir()
     dd.save_volume(image, root / ".hidden" / "sub-99.nii.gz")
@@ -107,8 +109,9 @@ def test_batch_defaces_reports_isolates_failures_and_resumes(cohort, tmp_path, p
     assert recs["site2/sub-03"]["status"] == "flagged" and recs["site2/sub-03"]["flags"]
     series = dd.load_volume(out / "site2" / "sub-03")
     assert series.shape == dd.load_volume(cohort / "site2" / "sub-03").shape
+    # one slice out per slice in (the readme is not a slice)
     assert len(list((out / "site2" / "sub-03").iterdir())) == len(
-        list((cohort / "site2" / "sub-03").iterdir())
+        list((cohort / "site2" / "sub-03").glob("*.dcm"))
     )
     assert (out / "site2" / "sub-03_qc.png").is_file()
 

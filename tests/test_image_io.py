@@ -835,3 +835,18 @@ def test_truncated_tiff(rng, tmp_path):
     p.write_bytes(full.read_bytes()[:5000])
     with pytest.raises(errors.CorruptInputError):
         dd.load_image(p)
+
+
+def test_dicom_without_preamble_named_by_its_uid_is_found(tmp_path):
+    """Exports that drop the preamble and name files by SOP Instance UID are still DICOM."""
+    from deephealth_deid.io._sniff import sniff
+
+    raw = td("MR_small.dcm").read_bytes()
+    assert raw[128:132] == b"DICM"
+    path = tmp_path / "1.2.840.113619.2.55.3.4"
+    path.write_bytes(raw[132:])  # no preamble, no "DICM"
+    assert sniff(path) == "dicom"
+    assert dd.load_image(path).frames.shape[1:3] == (64, 64)
+    other = tmp_path / "notes.1"
+    other.write_text("not an image")
+    assert sniff(other) == "unknown"

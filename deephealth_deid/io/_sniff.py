@@ -42,7 +42,10 @@ def sniff(path: Path) -> str:
         return "jpeg"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return "tiff"
-    if path.suffix.lower() in _DICOM_SUFFIXES and _looks_like_raw_dicom(path):
+    # Without a preamble, only names a DICOM file may have are parsed: the usual suffixes, none,
+    # or a UID's last number (files named by their SOP Instance UID).
+    suffix = path.suffix.lower()
+    if (suffix in _DICOM_SUFFIXES or suffix[1:].isdigit()) and _looks_like_raw_dicom(path):
         return "dicom"
     return "unknown"
 

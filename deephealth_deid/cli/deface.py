@@ -23,8 +23,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", type=Path, help="head MRI: NIfTI file, DICOM series folder or file")
     parser.add_argument("output", type=Path, help="output file (.nii/.nii.gz) or folder (DICOM series)")
-    parser.add_argument("--save-mask", type=Path, metavar="MASK", help="also write the removal mask (NIfTI)")
-    parser.add_argument("--qc", type=Path, metavar="QC.png", help="also write a QC picture (PNG)")
+    parser.add_argument(
+        "--save-mask",
+        type=Path,
+        metavar="MASK",
+        help="also write the removal mask (NIfTI; the shape of the face: do not share it)",
+    )
+    parser.add_argument(
+        "--qc",
+        type=Path,
+        metavar="QC.png",
+        help="also write a QC picture (PNG; it shows the face: do not share it)",
+    )
     add_deface_options(parser)
     parser.add_argument("--volume", type=int, metavar="N", help="volume index of a 4D NIfTI file (0-based)")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder of several")

@@ -21,9 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit code 1 if a case failed, 3 if one was flagged for review.",
     )
     add_batch_arguments(parser, "NIfTI file, DICOM series folder")
-    parser.add_argument("--qc", action="store_true", help="also write each case's QC picture (NAME_qc.png)")
     parser.add_argument(
-        "--save-mask", action="store_true", help="also write each case's removal mask (NAME_mask.nii.gz)"
+        "--qc",
+        action="store_true",
+        help="also write each case's QC picture (NAME_qc.png; it shows the face: do not share it)",
+    )
+    parser.add_argument(
+        "--save-mask",
+        action="store_true",
+        help="also write each case's removal mask (NAME_mask.nii.gz; the face's shape: do not share it)",
     )
     add_deface_options(parser)
     return parser

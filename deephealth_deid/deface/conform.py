@@ -203,11 +203,11 @@ def affine_linear(
     permutes, scales, flips and shifts the axes (a native grid that is axis
     aligned with the RAS grid, up to the order and direction of its axes: most
     scans; terms that move no point by 0.001 voxel are dropped), trilinear
-    interpolation is separable: one small interpolation
-    matrix per axis, applied as a matrix product. Mapping the network's grid
-    back to a 1 mm head is then 5-7 times faster than scipy's general routine
-    (2 CPU cores). Every other ``m``, and a small output drawn from a large
-    ``src`` (where the general routine is cheaper), goes to scipy.
+    interpolation is separable: one small interpolation matrix per axis,
+    applied as a matrix product. Mapping the network's grid back to a 1 mm
+    head is then 5-7 times faster than scipy's general routine (2 CPU cores).
+    Every other ``m``, and a small output drawn from a large ``src`` (where
+    the general routine is cheaper), goes to scipy.
     """
     if mode not in ("constant", "nearest"):
         raise ValueError(f"mode must be 'constant' or 'nearest', got {mode!r}")
@@ -217,11 +217,13 @@ def affine_linear(
     # rounding noise of DICOM direction cosines) is left out.
     nonzero = np.abs(lin) * np.asarray(shape, dtype=np.float64)[None, :] >= 1e-3
     separable = (nonzero.sum(axis=0) == 1).all() and (nonzero.sum(axis=1) == 1).all()
-    if not separable or _product_cost(src.shape, lin, shape) > 400 * int(np.prod(shape)):
+    drives = nonzero.argmax(axis=1)  # source axis i moves with output axis drives[i]
+    sizes = [(int(shape[int(drives[i])]), int(src.shape[i])) for i in range(3)]  # (out, in) per axis
+    passes = _pass_order(sizes)
+    if not separable or _product_cost(src.shape, sizes, passes) > 400 * int(np.prod(shape)):
         return ndimage.affine_transform(
             src, lin, offset=m[:3, 3], output_shape=tuple(shape), order=1, mode=mode, cval=cval
         ).astype(np.float32, copy=False)
-    drives = nonzero.argmax(axis=1)  # source axis i moves with output axis drives[i]
     weights, valid = [], []
     for i in range(3):
         j = int(drives[i])
@@ -238,7 +240,7 @@ def affine_linear(
         weights.append(w)
     # One interpolation matrix per axis, applied as a matrix product; shrinking axes first.
     out = src
-    for i in _pass_order([w.shape for w in weights]):
+    for i in passes:
         out = np.moveaxis(np.tensordot(weights[i], out, axes=([1], [i])), 0, i)
     # Source axis i now holds output axis drives[i]: put the output axes in order.
     order = np.argsort(drives)
@@ -255,18 +257,16 @@ def _pass_order(sizes: list[tuple[int, int]]) -> list[int]:
     return sorted(range(len(sizes)), key=lambda a: sizes[a][0] / max(sizes[a][1], 1))
 
 
-def _product_cost(src_shape: tuple[int, ...], lin: np.ndarray, shape: tuple[int, ...]) -> int:
+def _product_cost(src_shape: tuple[int, ...], sizes: list[tuple[int, int]], passes: list[int]) -> int:
     """Multiply-adds of the separable passes: cheap when upsampling, not when shrinking a large array.
 
     Per output voxel, the general routine costs about as much as 400 of them
     (measured on 2 CPU cores); a small grid sampled from a large volume
     (conforming) is left to it.
     """
-    drives = np.abs(lin).argmax(axis=1)
-    sizes = [(int(shape[int(drives[i])]), int(src_shape[i])) for i in range(3)]
     current = [int(n) for n in src_shape]
     cost = 0
-    for i in _pass_order(sizes):
+    for i in passes:
         cost += int(np.prod(current)) * sizes[i][0]
         current[i] = sizes[i][0]
     return cost

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:>32}: {image.photometric:>13} {image.frames.shape}, regions {res.qc.detected}, "
             f"blanked {res.qc.blanked}; identifying strings read by OCR before {before}, still read "
-            f"after {after} {sorted(set(left)) or ''}; pixels outside boxes identical: {same}"
+            f"after {after} {sorted(set(left)) or ''}; pixels outside boxes identical: {same}; "
+            f"share of the image blanked {res.mask.mean():.2%}"
         )
     image = dd.load_image(get_testdata_file(TEXT_FREE))
     res = dd.redact_text(image, model=args.model, ocr="none")

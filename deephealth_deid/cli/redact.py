@@ -61,7 +61,17 @@ def add_redact_options(parser: argparse.ArgumentParser) -> None:
         "--keep-overlays", action="store_true", help="keep DICOM 60xx overlays (they can carry text)"
     )
     parser.add_argument(
-        "--pad", type=int, metavar="PX", help="margin around each detected box (default: scaled)"
+        "--pad",
+        type=int,
+        metavar="PX",
+        help="margin around each detected box (default: a fifth of its line, or a tenth around its "
+        "ink where the text lies on a plain background)",
+    )
+    parser.add_argument(
+        "--fit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cut boxes on a plain background to their ink (default); --no-fit keeps the full margin",
     )
     parser.add_argument("--model", type=Path, help="text-detection model file (--detector net)")
     parser.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="default: auto")
@@ -89,6 +99,7 @@ def redact_options(args: argparse.Namespace) -> dict[str, object]:
         "keep_safe": args.keep_safe,
         "keep_overlays": args.keep_overlays,
         "pad_px": args.pad,
+        "fit": args.fit,
         "model": args.model,
         "engine": args.engine,
         "device": args.device,

@@ -41,11 +41,12 @@ def padded_box(
 ) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)`` of ``region`` grown by the margin and clipped to the frame.
 
-    Device-rule boxes are drawn by hand, margin included: they are used as given.
+    Device-rule boxes are drawn by hand, and fitted boxes (:mod:`.fit`) were cut to their ink,
+    margin included: they are used as given, unless ``pad_px`` is given for a fitted box.
     """
     if pad_px is not None and pad_px < 0:
         raise ValueError(f"pad_px must be >= 0, got {pad_px}")
-    if region.source == "rules":
+    if region.source == "rules" or (region.fitted and pad_px is None):
         pad = 0
     elif pad_px is None:
         pad = default_pad(region.line_height)

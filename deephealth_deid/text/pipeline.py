@@ -1,6 +1,7 @@
 """``redact_text``: find burned-in text on every frame, decide what identifies, blank it.
 
-detect (per distinct frame) -> read (OCR, optional) -> add device rules ->
+detect (per distinct frame) -> fit the boxes to their ink where it lies on a
+plain background -> read (OCR, optional) -> add device rules ->
 decide (policy, against the image's own header) -> blank -> for DICOM: remove
 overlays and set *Burned In Annotation* to ``NO``.
 
@@ -29,6 +30,7 @@ from ..io.dicom_image import header_values, overlays, remove_overlays, set_burne
 from ..io.image import Image
 from .blank import blank_mask, blank_regions, padded_box
 from .detector import get_detector
+from .fit import fit_regions
 from .ocr import OcrBackend, get_ocr, read_regions
 from .policy import IDENTIFYING_KEYWORDS, HeaderTerms, Policy
 from .regions import Detector, Region
@@ -132,6 +134,7 @@ def redact_text(
     keep_safe: bool | None = None,
     pad_px: int | None = None,
     keep_overlays: bool = False,
+    fit: bool = True,
     model: str | os.PathLike[str] | None = None,
     engine: str = "auto",
     device: str = "auto",
@@ -161,6 +164,9 @@ def redact_text(
             blanked as drawn.
         keep_overlays: Keep a DICOM image's 60xx overlays (they can carry
             text; removed by default).
+        fit: Cut each detected box to the ink it holds where it lies on a
+            plain background, with a thin margin (:mod:`.fit`); elsewhere, and
+            with ``fit=False`` or a ``pad_px``, boxes keep the full margin.
         model: Model file for ``detector='net'``.
         engine: Engine for ``detector='net'``.
         device: Device for ``detector='net'``.
@@ -204,6 +210,8 @@ def redact_text(
             frame = display_frame(image, i)
             found = _found(det.detect(frame), image.rows, image.columns)
             detected += len(found)
+            if fit and pad_px is None:
+                found = fit_regions(found, image.frames[i])
             if reader is not None:
                 found = read_regions(found, frame, reader)
             decided = pol.decide_all([*found, *rule_regions], terms)

@@ -54,6 +54,9 @@ class Region:
             direction, in pixels (the network detector measures it); 0 when
             unknown, and then the box's shorter side stands for it. The margin
             blanked around the box grows with it.
+        fitted: The box was cut to the ink it holds on a plain background
+            (:mod:`~deephealth_deid.text.fit`): it already holds its thin
+            margin, and is blanked as it is.
     """
 
     frame: int
@@ -68,6 +71,7 @@ class Region:
     decision: str = "blank"
     reason: str = ""
     line_px: int = 0
+    fitted: bool = False
 
     def __post_init__(self) -> None:
         for name in ("frame", "x0", "y0", "x1", "y1", "line_px"):

@@ -1,0 +1,164 @@
+"""Fit each detected box to the ink it holds, where the text lies on a plain background.
+
+A detector's box is blanked with a margin that grows with the line's height
+(:func:`~.blank.default_pad`), because a box drawn from a probability map can
+fall a little short of the glyphs. Where the margin's outer ring is plain (one
+value, as on a solid label box or the black around an ultrasound sector), the
+glyphs can be told from the background exactly: every pixel that differs from
+the ring's value is ink. The box is then cut to the ink's extent plus a thin
+margin (:func:`fit_margin`), inside the window it would have blanked anyway.
+A fitted box therefore never uncovers a pixel that differs from the
+background, and never grows.
+
+Where the ring is not plain (text straight on anatomy, a noisy radiograph), or
+holds no ink at all, the region is returned unchanged and keeps its full
+margin. Device-rule boxes are never fitted.
+
+Values are compared as stored (grey, RGB or palette indices), not as
+displayed: a faint string that a reader could bring out by windowing, or a
+palette index that shows as the background's colour, is ink too.
+
+Example:
+    >>> import numpy as np
+    >>> frame = np.zeros((40, 80), np.uint16)
+    >>> frame[10:20, 10:50] = 900             # a string's glyphs
+    >>> r = fit_region(Region(0, 6, 6, 56, 24), frame)
+    >>> r.box, r.fitted
+    ((8, 8, 52, 22), True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .blank import padded_box
+from .regions import Region
+
+__all__ = ["fit_region", "fit_regions", "fit_margin"]
+
+#: Width in pixels of the ring, inside the padded window, whose value is the background.
+RING_PX = 2
+
+#: A ring with more than this share of pixels off the background value is not plain.
+MAX_RING_INK = 0.1
+
+#: A ring with more than this share off the background value is not a plate around the text.
+MAX_RING_OFF = 0.5
+
+#: The background's noise (robust standard deviation of the ring) may be at most this share
+#: of the frame's value range; a noisier background can hide faint glyphs from the fit.
+MAX_NOISE = 0.01
+
+
+def fit_margin(line_height: int) -> int:
+    """Margin in pixels kept around the ink of a fitted box: a tenth of the line, at least 2.
+
+    Covers the antialiased edge pixels too close to the background value to count as ink.
+    """
+    return max(2, math.ceil(0.1 * line_height))
+
+
+def fit_regions(regions: list[Region], values: np.ndarray) -> list[Region]:
+    """:func:`fit_region` for each region of one frame (``values``: that frame as stored)."""
+    if not regions:
+        return regions
+    span = _span(values)
+    return [fit_region(r, values, span=span) for r in regions]
+
+
+def fit_region(region: Region, values: np.ndarray, *, span: float | None = None) -> Region:
+    """``region`` cut to the ink it holds, when its margin's ring is plain; else unchanged.
+
+    Args:
+        region: A detected region (device-rule regions are returned as they are).
+        values: The frame as stored: ``(rows, columns)`` grey or ``(rows, columns, channels)``.
+        span: The frame's value range (computed when not given).
+
+    Returns:
+        A region with ``fitted=True`` and the box of its ink grown by
+        :func:`fit_margin` (clipped to the window :func:`~.blank.padded_box`
+        gives the region), or ``region`` itself.
+    """
+    if region.source == "rules" or region.fitted:
+        return region
+    rows, columns = values.shape[:2]
+    x0, y0, x1, y1 = padded_box(region, rows, columns)
+    if x1 - x0 <= 2 * RING_PX or y1 - y0 <= 2 * RING_PX:
+        return region
+    window = values[y0:y1, x0:x1]
+    if window.ndim == 2:
+        window = window[..., None]
+    window = window.astype(np.float64)
+    ring = _ring(window)
+    background = _mode(ring)
+    ring_dev = np.abs(ring - background).max(axis=-1)
+    near = ring_dev[ring_dev <= np.percentile(ring_dev, 50)]
+    noise = 1.4826 * float(np.median(near)) if near.size else 0.0
+    span = _span(values) if span is None else span
+    if noise > MAX_NOISE * span:
+        return region
+    # Anything off the background by more than its noise (by more than nothing, on a clean one).
+    tol = 4.0 * noise
+    off = np.abs(window - background).max(axis=-1) > tol
+    ring_off = float(np.mean(ring_dev > tol))
+    if ring_off > MAX_RING_OFF:
+        return region
+    ink = off
+    if ring_off > MAX_RING_INK:
+        # A plate (a label's solid box) that does not fill the window: what lies off it at the
+        # window's edge is the image around the plate. It is left out when it stays in the
+        # margin; were it to reach into the detected box, it could be a glyph, and nothing is cut.
+        ink = _inner_ink(off, region, x0, y0)
+        if ink is None:
+            return region
+    if not ink.any():
+        return region
+    ys = np.flatnonzero(ink.any(axis=1))
+    xs = np.flatnonzero(ink.any(axis=0))
+    m = fit_margin(region.line_height)
+    box = (
+        x0 + max(int(xs[0]) - m, 0),
+        y0 + max(int(ys[0]) - m, 0),
+        x0 + min(int(xs[-1]) + 1 + m, x1 - x0),
+        y0 + min(int(ys[-1]) + 1 + m, y1 - y0),
+    )
+    return region.with_(x0=box[0], y0=box[1], x1=box[2], y1=box[3], fitted=True)
+
+
+def _ring(window: np.ndarray) -> np.ndarray:
+    """The pixels of the window's outer ``RING_PX`` rows and columns, ``(n, channels)``."""
+    k = RING_PX
+    parts = [window[:k].reshape(-1, window.shape[-1]), window[-k:].reshape(-1, window.shape[-1])]
+    parts += [window[k:-k, :k].reshape(-1, window.shape[-1]), window[k:-k, -k:].reshape(-1, window.shape[-1])]
+    return np.concatenate(parts)
+
+
+def _mode(ring: np.ndarray) -> np.ndarray:
+    """The ring's most common value (per channel, as one colour): the plate's value."""
+    colours, counts = np.unique(ring, axis=0, return_counts=True)
+    return colours[int(np.argmax(counts))]
+
+
+def _inner_ink(off: np.ndarray, region: Region, x0: int, y0: int) -> np.ndarray | None:
+    """Off-plate pixels of the window, less what touches its edge from the margin only.
+
+    ``None`` when a component touching the window's edge reaches into the detected box.
+    """
+    labels, _ = ndi.label(off, structure=np.ones((3, 3), bool))
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge = edge[edge > 0]
+    if edge.size == 0:
+        return off
+    inner_box = labels[max(region.y0 - y0, 0) : region.y1 - y0, max(region.x0 - x0, 0) : region.x1 - x0]
+    if np.isin(inner_box, edge).any():
+        return None
+    return off & ~np.isin(labels, edge)
+
+
+def _span(values: np.ndarray) -> float:
+    if values.size == 0:
+        return 0.0
+    return float(values.max()) - float(values.min())

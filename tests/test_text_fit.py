@@ -1,0 +1,144 @@
+"""Fitting detected boxes to their ink: tighter blanking on plain backgrounds, never less coverage.
+
+What a user checks: on a plain background the blanked box hugs the glyphs (a thin margin), a
+faint string beside a bright one is still covered, text on anatomy or noise keeps its full
+margin, and on held-out synthetic images every string the full margin covered whole is still
+covered whole, while less of what is not text is blanked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deephealth_deid as dd
+from deephealth_deid.data.synth_text import SynthTextGenerator, ink_mask, to_image
+from deephealth_deid.io import Image
+from deephealth_deid.text import Region
+from deephealth_deid.text.blank import blank_mask, padded_box
+from deephealth_deid.text.fit import fit_margin, fit_region, fit_regions
+
+
+def covered(shape, regions, pad_px=None):
+    return blank_mask((1, *shape), regions, pad_px=pad_px)[0]
+
+
+def test_plain_background_box_is_cut_to_the_ink_with_a_thin_margin():
+    frame = np.zeros((60, 120), np.uint16)
+    frame[20:30, 20:90] = 4000
+    frame[24, 91] = 1  # an antialiased edge pixel, one level above black: ink too
+    region = Region(0, 14, 16, 96, 36, line_px=10)
+    fitted = fit_region(region, frame)
+    m = fit_margin(10)
+    assert fitted.fitted
+    assert fitted.box == (20 - m, 20 - m, 92 + m, 30 + m)
+    assert padded_box(fitted, *frame.shape) == fitted.box  # blanked as it is
+    ink = frame > 0
+    assert covered(frame.shape, [fitted])[ink].all()
+    assert covered(frame.shape, [fitted]).sum() < covered(frame.shape, [region]).sum()
+
+
+def test_a_faint_string_beside_a_bright_one_stays_covered():
+    frame = np.full((60, 160), 100, np.uint16)
+    frame[20:30, 20:70] = 4000
+    frame[22:28, 100:140] = 101  # one stored level off the plate: invisible until windowed
+    region = Region(0, 14, 16, 146, 34, line_px=10)
+    fitted = fit_region(region, frame)
+    assert fitted.fitted
+    assert covered(frame.shape, [fitted])[frame != 100].all()
+
+
+def test_text_on_noise_or_anatomy_keeps_its_full_margin():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 200, (60, 120)).astype(np.uint8)
+    frame[20:30, 20:90] = 255
+    region = Region(0, 14, 16, 96, 36, line_px=10)
+    assert fit_region(region, frame) is region
+
+
+def test_a_plate_smaller_than_the_margin_loses_the_image_around_it():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 200, (80, 160)).astype(np.uint8)  # the image around a label plate
+    frame[16:43, 15:125] = 0  # the plate
+    frame[22:38, 20:120] = 255  # the glyphs
+    region = Region(0, 18, 20, 122, 40, line_px=16)  # the margin reaches past the plate
+    x0, _, _, y1 = padded_box(region, *frame.shape)
+    assert y1 > 43 and x0 < 15  # the window holds some of the image outside the plate
+    fitted = fit_region(region, frame)
+    assert fitted.fitted
+    assert covered(frame.shape, [fitted])[22:38, 20:120].all()
+    assert fitted.box == (20 - fit_margin(16), 22 - fit_margin(16), 120 + fit_margin(16), 38 + fit_margin(16))
+
+
+def test_ink_reaching_from_the_edge_into_the_box_is_never_cut():
+    frame = np.zeros((60, 120), np.uint8)
+    frame[10:40, 30:80] = 0
+    frame[20:30, 20:90] = 255
+    frame[25:27, 0:20] = 255  # a stroke from beyond the window into the string (a long glyph)
+    frame[0:4, :] = 255  # and something at the window's top edge, so the ring is not plain
+    frame[0:10, 0:4] = 255
+    region = Region(0, 14, 16, 96, 36, line_px=10)
+    out = fit_region(region, frame)
+    assert covered(frame.shape, [out])[16:36, 14:96][frame[16:36, 14:96] > 0].all()
+
+
+def test_rules_boxes_and_empty_windows_are_left_alone():
+    frame = np.zeros((40, 80), np.uint8)
+    rule = Region(0, 5, 5, 60, 30, source="rules")
+    blank = Region(0, 5, 5, 60, 30)
+    frame[10:20, 10:20] = 255
+    assert fit_region(rule, frame) is rule
+    assert fit_region(blank, np.zeros((40, 80), np.uint8)) is blank
+
+
+def test_colour_frames_compare_all_channels():
+    frame = np.zeros((60, 120, 3), np.uint8)
+    frame[20:30, 20:90, 2] = 200  # blue glyphs on black
+    fitted = fit_region(Region(0, 14, 16, 96, 36, line_px=10), frame)
+    assert fitted.fitted
+    assert covered(frame.shape[:2], [fitted])[20:30, 20:90].all()
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_on_held_out_synthetic_images_no_string_loses_coverage_and_less_is_blanked(size):
+    gen = SynthTextGenerator(seed=3_000_123, size_range=(size, size), fonts="heldout")
+    fitted_any = 0
+    before_area = after_area = 0
+    for i in range(8):
+        sample = gen.sample(i)
+        values = to_image(sample).frames[0]
+        shape = values.shape[:2]
+        regions = [Region(0, *b.box) for b in sample.boxes]  # a perfect detector's boxes
+        fitted = fit_regions(regions, values)
+        fitted_any += sum(r.fitted for r in fitted)
+        full, tight = covered(shape, regions), covered(shape, fitted)
+        for k in range(1, len(sample.boxes) + 1):
+            ink = sample.instance == k
+            if ink.any() and full[ink].all():
+                assert tight[ink].all(), f"string {k} of image {i} lost coverage"
+        text = ink_mask(sample)
+        before_area += (full & ~text).sum()
+        after_area += (tight & ~text).sum()
+        assert (tight <= full).all()  # a fitted box never grows
+    assert fitted_any > 0
+    assert after_area < before_area
+
+
+def test_redact_text_fits_by_default_and_not_with_a_pad_or_fit_false():
+    frames = np.zeros((1, 60, 120), np.uint8)
+    frames[0, 20:30, 20:90] = 255
+
+    class Fixed:
+        def detect(self, frame):
+            return [Region(0, 16, 18, 94, 32)]
+
+    img = Image(frames, "MONOCHROME2")
+    tight = dd.redact_text(img, detector=Fixed(), ocr="none")
+    assert tight.regions[0].fitted
+    full = dd.redact_text(img, detector=Fixed(), ocr="none", fit=False)
+    padded = dd.redact_text(img, detector=Fixed(), ocr="none", pad_px=3)
+    assert not full.regions[0].fitted and not padded.regions[0].fitted
+    assert tight.mask.sum() < full.mask.sum()
+    for res in (tight, full, padded):
+        assert (res.image.frames[0, 20:30, 20:90] == 0).all()
+        assert np.array_equal(res.image.frames[~res.mask], frames[~res.mask])

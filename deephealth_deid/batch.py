@@ -12,7 +12,12 @@ the rest go on, and a run that was stopped going on where it left.
   one fails in the report rather than being left out) and every folder holding
   DICOM files (one series). For images: every DICOM, PNG, JPEG or TIFF file
   (by its content). Hidden files and folders, ``DICOMDIR`` index files and the
-  output folder are never searched.
+  output folder are never searched. Files under an input folder that look like
+  what the job reads but are not cases (for images: every other file, empty,
+  damaged or of another format; for volumes: other volume formats such as
+  ``.mgz``, DICOM-named files with no readable DICOM beside them, 2D images)
+  are listed in :attr:`Cases.ignored`, with the reason, and get an ``ignored``
+  record in the report: nothing is left out unsaid.
 * Outputs mirror the inputs' paths under the output folder, relative to the
   folder each case was found in (for a list, to the listed paths' common
   folder): ``IN/site1/sub-01.nii.gz`` -> ``OUT/site1/sub-01.nii.gz``, the DICOM
@@ -20,7 +25,8 @@ the rest go on, and a run that was stopped going on where it left.
   (a QC picture, a mask) go beside the output (``sub-01_qc.png``).
 * Report: one JSON record per case, appended as it ends, in the output
   folder: ``case`` (the relative path), ``status`` (``done``; ``flagged``: done
-  but the QC asks for a look; ``failed``: nothing written, with ``error``),
+  but the QC asks for a look; ``failed``: nothing written, with ``error``;
+  ``ignored``: not a case, with ``reason``),
   ``seconds``, and what the job adds (counts, QC flags). No header value is
   ever written there; an error from outside this package is reported by its
   type only, since its message could quote one.
@@ -49,7 +55,7 @@ from .io._sniff import sniff
 from .io.nifti import NIFTI_SUFFIXES
 from .io.raster import RASTER_SUFFIXES
 
-__all__ = ["Case", "BatchSummary", "find_cases", "run_batch", "DONE"]
+__all__ = ["Case", "Cases", "Ignored", "BatchSummary", "find_cases", "run_batch", "DONE"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +65,21 @@ PathLike = str | os.PathLike[str]
 DONE = ("done", "flagged")
 
 _IMAGE_KINDS = ("dicom", "png", "jpeg", "tiff")
-_KNOWN_SUFFIXES = (*NIFTI_SUFFIXES, ".dcm", ".dicom", ".ima", ".dc3", *RASTER_SUFFIXES)
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dc3")
+_KNOWN_SUFFIXES = (*NIFTI_SUFFIXES, *_DICOM_SUFFIXES, *RASTER_SUFFIXES)
+#: Volume formats read by other tools, not by this package: reported, never silently passed over.
+_OTHER_VOLUME_SUFFIXES = (
+    ".mgz",
+    ".mgh",
+    ".nrrd",
+    ".nhdr",
+    ".mha",
+    ".mhd",
+    ".hdr",
+    ".img",
+    ".nii.bz2",
+    ".mnc",
+)
 
 
 @dataclass(frozen=True)
@@ -93,13 +113,30 @@ class Case:
         return out.with_name(stem + suffix)
 
 
+@dataclass(frozen=True)
+class Ignored:
+    """A file under an input folder that is not a case, and why (``reason`` names no header value)."""
+
+    input: Path
+    name: str
+    reason: str
+
+
+class Cases(list[Case]):
+    """The cases found (a list), with :attr:`ignored`: the files passed over, and why."""
+
+    def __init__(self, cases: Iterable[Case] = (), ignored: Iterable[Ignored] = ()) -> None:
+        super().__init__(cases)
+        self.ignored: list[Ignored] = list(ignored)
+
+
 @dataclass
 class BatchSummary:
     """What a batch did: the count of cases per status, the report's path, the time it took."""
 
     report: Path
     counts: dict[str, int] = field(
-        default_factory=lambda: {"done": 0, "flagged": 0, "failed": 0, "skipped": 0}
+        default_factory=lambda: {"done": 0, "flagged": 0, "failed": 0, "skipped": 0, "ignored": 0}
     )
     seconds: float = 0.0
 
@@ -134,9 +171,9 @@ def _holds_dicom(files: Sequence[Path]) -> bool:
     return any(_kind(f) == "dicom" for f in sorted(files) if not _is_nifti_name(f))
 
 
-def _walk(root: Path, out_dir: Path, kind: str) -> list[Case]:
-    """The cases under the folder ``root``, named relative to it."""
-    cases = []
+def _walk(root: Path, out_dir: Path, kind: str) -> Cases:
+    """The cases under the folder ``root``, named relative to it, and the files passed over."""
+    found = Cases()
     skip = out_dir.resolve()
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
@@ -144,13 +181,45 @@ def _walk(root: Path, out_dir: Path, kind: str) -> list[Case]:
         # DICOMDIR: a media index, no pixels.
         paths = [here / f for f in sorted(files) if not f.startswith(".") and f.upper() != "DICOMDIR"]
         if kind == "volume":
-            cases += [Case(p, p.relative_to(root).as_posix()) for p in paths if _is_nifti_name(p)]
+            found += [Case(p, p.relative_to(root).as_posix()) for p in paths if _is_nifti_name(p)]
             if _holds_dicom(paths):
                 rel = here.relative_to(root).as_posix()
-                cases.append(Case(here, root.name if rel == "." else rel, folder=True))
+                found.append(Case(here, root.name if rel == "." else rel, folder=True))
+            else:
+                found.ignored += [
+                    Ignored(p, p.relative_to(root).as_posix(), why)
+                    for p in paths
+                    if not _is_nifti_name(p) and (why := _not_a_volume(p))
+                ]
         else:
-            cases += [Case(p, p.relative_to(root).as_posix()) for p in paths if _kind(p) in _IMAGE_KINDS]
-    return cases
+            for p in paths:
+                k = _kind(p)
+                if k in _IMAGE_KINDS:
+                    found.append(Case(p, p.relative_to(root).as_posix()))
+                else:
+                    found.ignored.append(Ignored(p, p.relative_to(root).as_posix(), _not_an_image(k)))
+    return found
+
+
+def _not_a_volume(path: Path) -> str:
+    """Why a file in a folder without DICOM is passed over, when it looks like an image; else ''."""
+    name = path.name.lower()
+    if name.endswith(_OTHER_VOLUME_SUFFIXES):
+        return "a volume format deid does not read: convert it to NIfTI (nibabel, mri_convert, dcm2niix)"
+    kind = _kind(path)
+    if name.endswith(_DICOM_SUFFIXES):
+        return "an empty file" if kind == "empty" else "named as DICOM but not readable as DICOM (damaged?)"
+    if kind in ("png", "jpeg", "tiff"):
+        return "a 2D image: deid redact-batch removes text from these"
+    return ""
+
+
+def _not_an_image(kind: str) -> str:
+    if kind == "empty":
+        return "an empty file"
+    if kind == "nifti":
+        return "a NIfTI volume: deid deface-batch defaces these"
+    return "not a DICOM, PNG, JPEG or TIFF file (another format, or damaged)"
 
 
 def _listed(list_file: Path) -> list[Path]:
@@ -159,7 +228,7 @@ def _listed(list_file: Path) -> list[Path]:
     return [Path(p) if Path(p).is_absolute() else list_file.parent / p for p in paths]
 
 
-def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "volume") -> list[Case]:
+def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "volume") -> Cases:
     """The cases to process, found under ``inputs``.
 
     Args:
@@ -170,7 +239,9 @@ def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "vo
             ``'image'`` (DICOM, PNG, JPEG and TIFF files).
 
     Returns:
-        The cases, in the order found (folders sorted), each once.
+        The cases, in the order found (folders sorted), each once; their
+        ``ignored`` attribute lists the files under the input folders passed
+        over (see the module's notes).
 
     Raises:
         InputNotFoundError: An input, or a listed path, does not exist.
@@ -180,6 +251,7 @@ def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "vo
         raise ValueError(f"kind must be 'volume' or 'image', got {kind!r}")
     out = Path(out_dir)
     cases: list[Case] = []
+    ignored: list[Ignored] = []
     for item in inputs:
         p = Path(item)
         if not p.exists():
@@ -205,6 +277,7 @@ def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "vo
                 what = "NIfTI file or DICOM series" if kind == "volume" else "DICOM, PNG, JPEG or TIFF file"
                 log.warning("%s: no %s found", p, what)
             cases.extend(found)
+            ignored.extend(found.ignored)
     unique: dict[Path, Case] = {}
     for c in cases:
         unique.setdefault(c.input.resolve(), c)
@@ -216,7 +289,15 @@ def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "vo
                 "process them in separate runs or give their common parent folder"
             )
         names[c.name] = c
-    return list(unique.values())
+    if ignored:
+        log.warning(
+            "%d file(s) under the input folders are not cases and are left out (listed, with the reason, "
+            "by --list and in the report), e.g. %s: %s",
+            len(ignored),
+            ignored[0].name,
+            ignored[0].reason,
+        )
+    return Cases(unique.values(), ignored)
 
 
 def _finished(report: Path) -> dict[str, str]:
@@ -297,6 +378,8 @@ def run_batch(
     start = time.perf_counter()
     todo = [c for c in cases if not (previous.get(c.name) in DONE and c.output(out).exists())]
     summary.counts["skipped"] = len(cases) - len(todo)
+    passed_over = getattr(cases, "ignored", [])
+    summary.counts["ignored"] = len(passed_over)
     if summary.counts["skipped"]:
         log.info("%d case(s) already done in %s: skipped", summary.counts["skipped"], report)
     if jobs > 1 and len(todo) > 1:
@@ -304,6 +387,10 @@ def run_batch(
     else:
         records = _in_order(todo, out, load, process)
     with open(report, "a", encoding="utf-8") as rep:
+        for i in passed_over:
+            if previous.get(i.name) != "ignored":  # once per report, not once per run
+                rep.write(json.dumps({"case": i.name, "status": "ignored", "reason": i.reason}) + "\n")
+        rep.flush()
         for k, record in enumerate(records, start=1):
             summary.counts[record["status"]] += 1
             rep.write(json.dumps(record) + "\n")

@@ -10,6 +10,7 @@ import pytest
 from test_deface_pipeline import oracle_for
 
 import deephealth_deid as dd
+from deephealth_deid.cli import main
 from deephealth_deid.data.phantom import make_phantom_head
 from deephealth_deid.deface.batch import REPORT_NAME, deface_batch, find_cases
 from deephealth_deid.errors import InputNotFoundError, OutputError
@@ -69,6 +70,7 @@ def test_cases_are_found_and_named_by_their_path(cohort, tmp_path):
     listing = tmp_path / "cases.txt"
     listing.write_text(f"# two cases\n{cohort / 'site1' / 'sub-02.nii'}\n\n{cohort / 'site2' / 'sub-03'}\n")
     assert [c.name for c in find_cases([listing], tmp_path / "out")] == ["site1/sub-02.nii", "site2/sub-03"]
+    assert find_cases([cohort], tmp_path / "out").ignored == []  # the series' readme belongs to it
     with pytest.raises(InputNotFoundError):
         find_cases([tmp_path / "nowhere"], tmp_path / "out")
     # the output folder inside the input is never searched
@@ -77,6 +79,21 @@ def test_cases_are_found_and_named_by_their_path(cohort, tmp_path):
         dd.load_volume(cohort / "site1" / "sub-01.nii.gz"), (inside.mkdir() or inside) / "x.nii.gz"
     )
     assert all(not c.name.startswith("done") for c in find_cases([cohort], inside))
+
+
+def test_volumes_in_other_formats_and_unreadable_dicom_are_listed_not_passed_over(cohort, tmp_path):
+    (cohort / "site1" / "sub-04.mgz").write_bytes(b"\x1f\x8b FreeSurfer volume")
+    (cohort / "site1" / "sub-05.nrrd").write_bytes(b"NRRD0004")
+    (cohort / "site3").mkdir()
+    (cohort / "site3" / "slice1.dcm").write_bytes(b"\x00" * 200)  # named as DICOM, not DICOM
+    (cohort / "site3" / "participants.tsv").write_text("id\n")  # not an image: not listed
+    cases = find_cases([cohort], tmp_path / "out")
+    assert "site3" not in [c.name for c in cases]
+    reasons = {i.name: i.reason for i in cases.ignored}
+    assert sorted(reasons) == ["site1/sub-04.mgz", "site1/sub-05.nrrd", "site3/slice1.dcm"]
+    assert "convert it to NIfTI" in reasons["site1/sub-04.mgz"]
+    assert "not readable as DICOM" in reasons["site3/slice1.dcm"]
+    assert main(["deface-batch", str(cohort), "-o", str(tmp_path / "out"), "--list"]) == 0
 
 
 def test_batch_defaces_reports_isolates_failures_and_resumes(cohort, tmp_path, phantom):
@@ -90,7 +107,7 @@ def test_batch_defaces_reports_isolates_failures_and_resumes(cohort, tmp_path, p
     summary = deface_batch(
         cases, out, qc=True, save_mask=True, predictor=oracle_for(labels), on_case=lambda *a: seen.append(a)
     )
-    assert summary.counts == {"done": 2, "flagged": 1, "failed": 1, "skipped": 0}
+    assert summary.counts == {"done": 2, "flagged": 1, "failed": 1, "skipped": 0, "ignored": 0}
     assert not summary.ok
     assert _snapshot(cohort) == before  # inputs untouched
     recs = {r["case"]: r for r in _records(out)}

@@ -47,12 +47,24 @@ def test_images_are_found_by_content(folder, tmp_path):
     assert [c.name for c in find_cases([folder], tmp_path / "out")] == ["us/a.png", "us/b.png", "xr/c.dcm"]
 
 
+def test_files_that_are_not_images_are_listed_with_the_reason(folder, tmp_path):
+    (folder / "xr" / "e.dcm").write_bytes(b"")
+    (folder / "us" / "f.jpg").write_bytes(b"GIF89a not really")  # another format under an image name
+    dd.save_volume(dd.Volume(np.zeros((4, 4, 4), np.int16), np.eye(4)), folder / "us" / "g.nii.gz")
+    cases = find_cases([folder], tmp_path / "out")
+    assert [c.name for c in cases] == ["us/a.png", "us/b.png", "xr/c.dcm"]
+    reasons = {i.name: i.reason for i in cases.ignored}
+    assert sorted(reasons) == ["us/f.jpg", "us/g.nii.gz", "xr/e.dcm", "xr/notes.txt.bak"]
+    assert "empty" in reasons["xr/e.dcm"] and "deface-batch" in reasons["us/g.nii.gz"]
+    assert "not a DICOM, PNG, JPEG or TIFF" in reasons["us/f.jpg"] == reasons["xr/notes.txt.bak"]
+
+
 def test_batch_blanks_the_boxes_only_reports_and_resumes(folder, tmp_path):
     out = tmp_path / "out"
     cases = find_cases([folder], out)
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     summary = redact_batch(cases, out, qc=True, detector=FakeDetector([BOX]), ocr="none")
-    assert summary.counts == {"done": 3, "flagged": 0, "failed": 0, "skipped": 0}
+    assert summary.counts == {"done": 3, "flagged": 0, "failed": 0, "skipped": 0, "ignored": 1}
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # inputs untouched
     for c in cases:
         src, res = dd.load_image(c.input), dd.load_image(out / c.name)
@@ -63,10 +75,11 @@ def test_batch_blanks_the_boxes_only_reports_and_resumes(folder, tmp_path):
         assert not np.array_equal(res.frames[:, inside], src.frames[:, inside])
         assert c.extra(out, "_qc.png").is_file()
     recs = _records(out)
-    assert [r["case"] for r in recs] == ["us/a.png", "us/b.png", "xr/c.dcm"]
-    assert all(r["detected"] == 1 and r["blanked"] == 1 and r["kept"] == 0 for r in recs)
+    assert [r["case"] for r in recs] == ["xr/notes.txt.bak", "us/a.png", "us/b.png", "xr/c.dcm"]
+    assert recs[0]["status"] == "ignored" and recs[0]["reason"]
+    assert all(r["detected"] == 1 and r["blanked"] == 1 and r["kept"] == 0 for r in recs[1:])
     again = redact_batch(cases, out, detector=FakeDetector([BOX]), ocr="none")
-    assert again.counts["skipped"] == 3 and len(_records(out)) == 3
+    assert again.counts["skipped"] == 3 and len(_records(out)) == 4  # the ignored file once per report
 
 
 def test_a_damaged_file_fails_alone(folder, tmp_path):
@@ -90,7 +103,9 @@ def test_cli_with_the_ocr_detector_off_is_refused(folder, tmp_path, capsys):
 
 def test_cli_lists_the_cases(folder, tmp_path, capsys):
     assert main(["redact-batch", str(folder), "-o", str(tmp_path / "out"), "--list"]) == 0
-    assert capsys.readouterr().out.split()[::2] == ["us/a.png", "us/b.png", "xr/c.dcm"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines[:3]] == ["us/a.png", "us/b.png", "xr/c.dcm"]
+    assert lines[3].startswith("# ignored\t") and "notes.txt.bak" in lines[3] and len(lines) == 4
     assert not (tmp_path / "out").exists()
 
 
@@ -128,7 +143,7 @@ def test_jobs_in_processes_give_the_outputs_of_one_job(folder, tmp_path):
     assert files(one) == files(two)
 
     def records(out: Path) -> list[tuple]:
-        return sorted((r["case"], r["status"], r["detected"], r["blanked"]) for r in _records(out))
+        return sorted((r["case"], r["status"], r.get("detected"), r.get("blanked")) for r in _records(out))
 
     assert records(one) == records(two)
 

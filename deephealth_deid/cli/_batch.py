@@ -32,9 +32,11 @@ def add_batch_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def list_cases(cases: list[Any]) -> int:
-    """Print each case's output name and input (``--list``)."""
+    """Print each case's output name and input, then each file passed over and why (``--list``)."""
     for c in cases:
         print(f"{c.name}\t{c.input}")
+    for i in getattr(cases, "ignored", ()):
+        print(f"# ignored\t{i.input}\t{i.reason}")
     return 0
 
 
@@ -57,12 +59,14 @@ def summarise(summary: Any, unit: str) -> int:
     c = summary.counts
     finished = c["done"] + c["flagged"]
     rate = f", {finished / summary.seconds:.2f} {unit}/s" if finished and summary.seconds > 0 else ""
+    ignored = f", {c['ignored']} file(s) not cases (ignored)" if c.get("ignored") else ""
     log.info(
-        "%d done, %d flagged for review, %d failed, %d skipped%s; report: %s",
+        "%d done, %d flagged for review, %d failed, %d skipped%s%s; report: %s",
         c["done"],
         c["flagged"],
         c["failed"],
         c["skipped"],
+        ignored,
         rate,
         summary.report,
     )

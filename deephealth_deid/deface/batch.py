@@ -11,7 +11,7 @@ Example:
     >>> from deephealth_deid.deface.batch import deface_batch, find_cases  # doctest: +SKIP
     >>> cases = find_cases(["cohort/"], "defaced/")  # doctest: +SKIP
     >>> deface_batch(cases, "defaced/", qc=True).counts  # doctest: +SKIP
-    {'done': 118, 'flagged': 2, 'failed': 0, 'skipped': 0}
+    {'done': 118, 'flagged': 2, 'failed': 0, 'skipped': 0, 'ignored': 0}
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import batch
-from ..batch import BatchSummary, Case
+from ..batch import BatchSummary, Case, Cases
 from ..io import load_volume
 from .files import check_outputs, write_outputs
 from .pipeline import deface
@@ -36,7 +36,7 @@ REPORT_NAME = "deface_report.jsonl"
 PathLike = str | os.PathLike[str]
 
 
-def find_cases(inputs: Iterable[PathLike], out_dir: PathLike) -> list[Case]:
+def find_cases(inputs: Iterable[PathLike], out_dir: PathLike) -> Cases:
     """The NIfTI files and DICOM series under ``inputs`` (:func:`deephealth_deid.batch.find_cases`)."""
     return batch.find_cases(inputs, out_dir, kind="volume")
 

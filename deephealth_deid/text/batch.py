@@ -12,7 +12,7 @@ Example:
     >>> from deephealth_deid.text.batch import find_cases, redact_batch  # doctest: +SKIP
     >>> cases = find_cases(["exports/"], "redacted/")  # doctest: +SKIP
     >>> redact_batch(cases, "redacted/", ocr="rapidocr").counts  # doctest: +SKIP
-    {'done': 950, 'flagged': 3, 'failed': 1, 'skipped': 0}
+    {'done': 950, 'flagged': 3, 'failed': 1, 'skipped': 0, 'ignored': 2}
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import batch
-from ..batch import BatchSummary, Case
+from ..batch import BatchSummary, Case, Cases
 from ..io import load_image
 from .detector import get_detector
 from .files import check_outputs, write_outputs
@@ -39,7 +39,7 @@ REPORT_NAME = "redact_report.jsonl"
 PathLike = str | os.PathLike[str]
 
 
-def find_cases(inputs: Iterable[PathLike], out_dir: PathLike) -> list[Case]:
+def find_cases(inputs: Iterable[PathLike], out_dir: PathLike) -> Cases:
     """The DICOM, PNG, JPEG and TIFF files under ``inputs`` (:func:`deephealth_deid.batch.find_cases`)."""
     return batch.find_cases(inputs, out_dir, kind="image")
 

@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             [score(s, fitted(true_regions(s), k), s.instance.shape)[2] for k, s in enumerate(samples)]
         )
         print(
-            f"{size}x{size} the true string boxes, fitted and padded as deid redact does: blanked area "
+            f"{size}x{size} the true string boxes, {'padded' if args.no_fit else 'fitted and padded'} as "
+            f"deid redact does: blanked area "
             f"outside text {floor:.1%} (the least any detector's boxes can reach)"
         )
         base = None

@@ -490,6 +490,25 @@ def test_dicom_overlays_are_removed_by_default_and_kept_on_request(tmp_path):
     assert not res.qc.ok and "overlay" in res.qc.flags[0]
 
 
+def test_retired_curves_go_with_the_overlays(tmp_path):
+    """50xx curves (graphics and their labels, drawn over the image) are annotations too."""
+    ds = pydicom.dcmread(_testfile("US1_UNCR.dcm"))
+    ds.add_new((0x5000, 0x0005), "US", 2)  # Curve Dimensions
+    ds.add_new((0x5000, 0x0010), "US", 2)  # Number of Points
+    ds.add_new((0x5000, 0x2500), "LO", "CURVE LABEL")  # Curve Label
+    ds.add_new((0x5000, 0x3000), "OW", np.array([1, 2, 3, 4], np.uint16).tobytes())  # Curve Data
+    src = tmp_path / "us_curve.dcm"
+    ds.save_as(src)
+    before = src.read_bytes()
+    res = redact_file(src, tmp_path / "out.dcm", detector=FakeDetector([]), ocr="none")
+    assert res.qc.overlays_removed == 1 and res.qc.ok
+    assert not any(t.group == 0x5000 for t in pydicom.dcmread(tmp_path / "out.dcm").keys())  # noqa: SIM118
+    kept = redact_file(src, tmp_path / "kept.dcm", detector=FakeDetector([]), ocr="none", keep_overlays=True)
+    assert any(t.group == 0x5000 for t in pydicom.dcmread(tmp_path / "kept.dcm").keys())  # noqa: SIM118
+    assert not kept.qc.ok and "curve" in kept.qc.flags[0]
+    assert src.read_bytes() == before
+
+
 @pytest.mark.parametrize("box", [(0, -10, 2, -5), (-9, 0, -2, 5), (50, 0, 60, 5), (0, 30, 5, 40)])
 def test_a_box_outside_the_frame_changes_nothing(box):
     from deephealth_deid.text import blank_regions

@@ -49,6 +49,7 @@ __all__ = [
     "read_dicom_image",
     "write_dicom_image",
     "overlays",
+    "curves",
     "remove_overlays",
     "header_values",
     "set_burned_in_annotation",
@@ -99,7 +100,7 @@ class DicomSource:
             for a JPEG whose frames were decoded to RGB, for example).
         transfer_syntax: The source's *Transfer Syntax UID*.
         overlays_removed: Whether the written file leaves out the 60xx overlay
-            groups (see :func:`remove_overlays`).
+            groups and the retired 50xx curve groups (see :func:`remove_overlays`).
         burned_in_annotation: The *Burned In Annotation* value the written file
             gets (``'YES'`` or ``'NO'``), or ``None`` to keep the source's (see
             :func:`set_burned_in_annotation`).
@@ -297,8 +298,21 @@ def overlays(image: Image) -> list[Overlay]:
     return found
 
 
+def curves(image: Image) -> list[int]:
+    """The retired 50xx curve groups the written file of ``image`` would carry.
+
+    Curves (retired since 2004, still written by older ultrasound and
+    angiography systems) are graphics drawn over the image, with labels and
+    descriptions: annotations, like overlays. Images not read from DICOM have none.
+    """
+    src = image.source
+    if not isinstance(src, DicomSource) or src.overlays_removed:
+        return []
+    return sorted({tag.group for tag in src.dataset.keys() if _is_curve_group(tag.group)})  # noqa: SIM118
+
+
 def remove_overlays(image: Image) -> Image:
-    """A new image whose written file has no 60xx overlay groups.
+    """A new image whose written file has no 60xx overlay groups and no 50xx curve groups.
 
     The frames are shared, not copied; ``image`` is not modified. Overlays kept
     in unused high bits of the pixel data (a retired encoding) go too: those
@@ -636,8 +650,12 @@ def _is_overlay_group(group: int) -> bool:
     return 0x6000 <= group <= 0x60FF and group % 2 == 0
 
 
+def _is_curve_group(group: int) -> bool:
+    return 0x5000 <= group <= 0x50FF and group % 2 == 0
+
+
 def _delete_overlays(ds: Any) -> None:
-    for tag in [t for t in ds.keys() if _is_overlay_group(t.group)]:  # noqa: SIM118
+    for tag in [t for t in ds.keys() if _is_overlay_group(t.group) or _is_curve_group(t.group)]:  # noqa: SIM118
         del ds[tag]
 
 

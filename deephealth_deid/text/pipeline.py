@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.dicom_image import header_values, overlays, remove_overlays, set_burned_in_annotation
+from ..io.dicom_image import curves, header_values, overlays, remove_overlays, set_burned_in_annotation
 from ..io.image import Image
 from .blank import blank_mask, blank_regions, padded_box
 from .detector import get_detector
@@ -59,7 +59,7 @@ class RedactQC:
         blanked: Regions blanked, over all frames.
         kept: Regions kept as harmless markers, over all frames.
         ocr: The OCR backend that read the regions, or ``None``.
-        overlays_removed: 60xx overlay planes removed (DICOM).
+        overlays_removed: 60xx overlay planes and retired 50xx curves removed (DICOM).
         burned_in_annotation: The *Burned In Annotation* the written DICOM file
             gets (``'NO'``), or ``None`` for other formats.
         flags: Reasons to review the case (empty when all is well).
@@ -162,8 +162,8 @@ def redact_text(
         pad_px: Margin blanked around each detected box; ``None``: a fifth
             of the box's height, at least 2 pixels. Device-rule boxes are
             blanked as drawn.
-        keep_overlays: Keep a DICOM image's 60xx overlays (they can carry
-            text; removed by default).
+        keep_overlays: Keep a DICOM image's 60xx overlays and retired 50xx
+            curves (they can carry text; removed by default).
         fit: Cut each detected box to the ink it holds where it lies on a
             plain background, with a thin margin (:mod:`.fit`); elsewhere, and
             with ``fit=False`` or a ``pad_px``, boxes keep the full margin.
@@ -221,13 +221,15 @@ def redact_text(
     bits = _int(own.get("BitsStored"))
     out = blank_regions(image, regions, pad_px=pad_px, bits_stored=bits)
     flags = _large_region_flags(regions, image, pad_px)
-    planes = overlays(out)
+    planes = len(overlays(out)) + len(curves(out))
     removed = 0
     if planes and not keep_overlays:
         out = remove_overlays(out)
-        removed = len(planes)
+        removed = planes
     elif planes:
-        flags.append(f"kept {len(planes)} overlay plane(s) (60xx), which can carry text; check them")
+        flags.append(
+            f"kept {planes} overlay plane(s) (60xx) or curve(s) (50xx), which can carry text; check them"
+        )
     marked = set_burned_in_annotation(out, "NO")
     burned = "NO" if marked is not out else None
     kept = sum(r.decision == "keep" for r in regions)

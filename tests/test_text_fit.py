@@ -82,6 +82,19 @@ def test_ink_reaching_from_the_edge_into_the_box_is_never_cut():
     assert covered(frame.shape, [out])[16:36, 14:96][frame[16:36, 14:96] > 0].all()
 
 
+def test_a_glyph_crossing_the_window_edge_beside_a_plate_is_never_cut_away():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 200, (80, 160)).astype(np.uint8)
+    frame[16:43, 15:125] = 0  # the plate, smaller than the window
+    frame[22:38, 20:110] = 255  # the glyphs the detector boxed
+    frame[22:38, 113:130] = 255  # a last glyph the box missed, crossing the plate's and the window's edge
+    region = Region(0, 18, 20, 112, 40, line_px=16)
+    x1 = padded_box(region, *frame.shape)[2]
+    assert 113 < x1 < 130  # the window cuts the last glyph
+    out = fit_region(region, frame)
+    assert covered(frame.shape, [out])[22:38, 113:x1].all()  # its part in the window stays blanked
+
+
 def test_rules_boxes_and_empty_windows_are_left_alone():
     frame = np.zeros((40, 80), np.uint8)
     rule = Region(0, 5, 5, 60, 30, source="rules")

@@ -58,7 +58,9 @@ def add_redact_options(parser: argparse.ArgumentParser) -> None:
         help="keep markers read as harmless (default: the policy's, on); --no-keep-safe blanks all text",
     )
     parser.add_argument(
-        "--keep-overlays", action="store_true", help="keep DICOM 60xx overlays and 50xx curves (they can carry text)"
+        "--keep-overlays",
+        action="store_true",
+        help="keep DICOM 60xx overlays and 50xx curves (they can carry text)",
     )
     parser.add_argument(
         "--pad",

@@ -143,15 +143,19 @@ def _mode(ring: np.ndarray) -> np.ndarray:
 
 
 def _inner_ink(off: np.ndarray, region: Region, x0: int, y0: int) -> np.ndarray | None:
-    """Off-plate pixels of the window, less what touches its edge from the margin only.
+    """Off-plate pixels of the window, less the image around the plate.
 
-    ``None`` when a component touching the window's edge reaches into the detected box.
+    The image around the plate is what touches the window's edge along at least two line
+    heights and stays in the margin. ``None`` (nothing is cut) when something touching the edge
+    reaches into the detected box, or touches the edge only briefly: a glyph crossing it.
     """
     labels, _ = ndi.label(off, structure=np.ones((3, 3), bool))
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    edge = edge[edge > 0]
+    border = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+    edge, contact = np.unique(border[border > 0], return_counts=True)
     if edge.size == 0:
         return off
+    if contact.min() < 2 * region.line_height:
+        return None
     inner_box = labels[max(region.y0 - y0, 0) : region.y1 - y0, max(region.x0 - x0, 0) : region.x1 - x0]
     if np.isin(inner_box, edge).any():
         return None

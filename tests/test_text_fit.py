@@ -48,6 +48,17 @@ def test_a_faint_string_beside_a_bright_one_stays_covered():
     assert covered(frame.shape, [fitted])[frame != 100].all()
 
 
+def test_a_level_or_two_of_compression_noise_still_counts_as_plain():
+    rng = np.random.default_rng(2)
+    frame = rng.choice([0, 0, 0, 1, 2], size=(60, 160)).astype(np.uint8)  # black, as a JPEG leaves it
+    frame[20:30, 20:70] = 250
+    frame[22:28, 100:140] = 40  # a dim string, well above the noise
+    region = Region(0, 14, 16, 146, 34, line_px=10)
+    fitted = fit_region(region, frame)
+    assert fitted.fitted
+    assert covered(frame.shape, [fitted])[frame > 2].all()
+
+
 def test_text_on_noise_or_anatomy_keeps_its_full_margin():
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 200, (60, 120)).astype(np.uint8)

@@ -3,16 +3,20 @@
 A detector's box is blanked with a margin that grows with the line's height
 (:func:`~.blank.default_pad`), because a box drawn from a probability map can
 fall a little short of the glyphs. Where the margin's outer ring is plain (one
-value, as on a solid label box or the black around an ultrasound sector), the
-glyphs can be told from the background exactly: every pixel that differs from
-the ring's value is ink. The box is then cut to the ink's extent plus a thin
-margin (:func:`fit_margin`), inside the window it would have blanked anyway.
-A fitted box therefore never uncovers a pixel that differs from the
-background, and never grows.
+value, as on a solid label box or the black around an ultrasound sector, give
+or take the level or two of noise a JPEG leaves), the glyphs can be told from
+the background: every pixel further from the ring's value than the ring's own
+variation is ink. The box is then cut to the ink's extent plus a thin margin
+(:func:`fit_margin`), inside the window it would have blanked anyway. A
+fitted box therefore never uncovers a pixel that stands out from the
+background, and never grows. A plate (label box) smaller than the window is
+fitted too, leaving out the image around it where that only runs along the
+window's edge.
 
-Where the ring is not plain (text straight on anatomy, a noisy radiograph), or
-holds no ink at all, the region is returned unchanged and keeps its full
-margin. Device-rule boxes are never fitted.
+Where the ring is not plain (text straight on anatomy, a noisy radiograph:
+variation above a hundredth of the frame's range), or holds no ink at all,
+the region is returned unchanged and keeps its full margin. Device-rule boxes
+are never fitted.
 
 Values are compared as stored (grey, RGB or palette indices), not as
 displayed: a faint string that a reader could bring out by windowing, or a
@@ -48,8 +52,8 @@ MAX_RING_INK = 0.1
 #: A ring with more than this share off the background value is not a plate around the text.
 MAX_RING_OFF = 0.5
 
-#: The background's noise (robust standard deviation of the ring) may be at most this share
-#: of the frame's value range; a noisier background can hide faint glyphs from the fit.
+#: The background's own variation (how far the ring's pixels stray from its value) may be at
+#: most this share of the frame's value range; a noisier background can hide faint glyphs.
 MAX_NOISE = 0.01
 
 
@@ -95,23 +99,21 @@ def fit_region(region: Region, values: np.ndarray, *, span: float | None = None)
     ring = _ring(window)
     background = _mode(ring)
     ring_dev = np.abs(ring - background).max(axis=-1)
-    near = ring_dev[ring_dev <= np.percentile(ring_dev, 50)]
-    noise = 1.4826 * float(np.median(near)) if near.size else 0.0
     span = _span(values) if span is None else span
-    if noise > MAX_NOISE * span:
-        return region
-    # Anything off the background by more than its noise (by more than nothing, on a clean one).
-    tol = 4.0 * noise
-    off = np.abs(window - background).max(axis=-1) > tol
-    ring_off = float(np.mean(ring_dev > tol))
-    if ring_off > MAX_RING_OFF:
-        return region
-    ink = off
-    if ring_off > MAX_RING_INK:
-        # A plate (a label's solid box) that does not fill the window: what lies off it at the
-        # window's edge is the image around the plate. It is left out when it stays in the
-        # margin; were it to reach into the detected box, it could be a glyph, and nothing is cut.
-        ink = _inner_ink(off, region, x0, y0)
+    # Plain: all but a tenth of the ring lies within the background's own variation (none on a
+    # clean image, a level or two of JPEG noise), at most a hundredth of the frame's range.
+    # Ink: anything off the background by more than that.
+    tol = float(np.percentile(ring_dev, 100 * (1 - MAX_RING_INK)))
+    if tol <= MAX_NOISE * span:
+        ink = np.abs(window - background).max(axis=-1) > tol
+    else:
+        # A plate (a label's solid box) that does not fill the window: at least half the ring
+        # is on it. What lies off it at the window's edge is the image around the plate, left
+        # out when it stays in the margin (see _inner_ink).
+        tol = float(np.percentile(ring_dev, 100 * (1 - MAX_RING_OFF)))
+        if tol > MAX_NOISE * span:
+            return region
+        ink = _inner_ink(np.abs(window - background).max(axis=-1) > tol, region, x0, y0)
         if ink is None:
             return region
     if not ink.any():

@@ -13,7 +13,7 @@ import pytest
 
 import deephealth_deid as dd
 from deephealth_deid.data.phantom import LABELS, make_phantom_head
-from deephealth_deid.deface.conform import Grid, _sample
+from deephealth_deid.deface.conform import Grid, _sample, _world_aligned, conform
 from deephealth_deid.deface.pipeline import deface
 from deephealth_deid.io.volume import Volume
 
@@ -303,3 +303,34 @@ def test_axis_aligned_resampling_equals_scipy(mode):
         src, m[:3, :3], offset=m[:3, 3], output_shape=(9, 9, 9), order=1, mode=mode
     )
     np.testing.assert_allclose(affine_linear(src, m, (9, 9, 9), mode=mode), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_conforming_does_not_depend_on_how_the_array_is_stored(seed):
+    """The voxels sampled, the grid and the intensities are those of the scan, not of its storage."""
+    rng = np.random.default_rng(seed)
+    image, _ = make_phantom_head(spacing=1.0, seed=seed)
+    array = image.array[:, :, : 100 + seed]  # odd and even sizes
+    affine = np.diag([*(0.6 + 0.5 * rng.random(3)), 1.0])
+    affine[:3, 3] = rng.uniform(-120, 120, 3)
+    perm = tuple(rng.permutation(3))
+    flips = rng.random(3) < 0.5
+    stored = np.transpose(array, perm)
+    aff = affine[:, [*perm, 3]].copy()
+    for axis in range(3):
+        if flips[axis]:
+            stored = np.flip(stored, axis)
+            aff[:3, 3] += aff[:3, axis] * (stored.shape[axis] - 1)
+            aff[:3, axis] *= -1
+
+    def world(shape, aff):
+        """World positions of the voxels ``_world_aligned`` keeps, rounded to a micrometre."""
+        axes = [np.arange(n)[s] for n, s in zip(shape, _world_aligned(aff, (2, 2, 2)), strict=True)]
+        ijk = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        return {tuple(p) for p in np.round(ijk @ aff[:3, :3].T + aff[:3, 3], 3)}
+
+    assert world(stored.shape, aff) == world(array.shape, affine)
+    one, grid_one = conform(Volume(np.ascontiguousarray(array), affine), spacing=3.0, shape=(48, 56, 56))
+    two, grid_two = conform(Volume(np.ascontiguousarray(stored), aff), spacing=3.0, shape=(48, 56, 56))
+    assert np.allclose(grid_one.affine, grid_two.affine, atol=1e-6)
+    assert np.allclose(one, two, atol=1e-5)

@@ -104,6 +104,19 @@ def test_only_masked_voxels_change_and_geometry_is_kept(case):
     assert (out.volume.affine == before.affine).all() and (out.mask.affine == before.affine).all()
 
 
+def test_the_same_scan_stored_with_its_axes_permuted_and_flipped_loses_the_same_voxels(chris_t1):
+    """Where the conformed grid sits depends on the head, not on how its array is stored."""
+    args = (str(chris_t1), str(chris_t1.parent / "chris_t1_landmarks.json"))
+    _, native, *_ = _run(*args, "native")
+    _, stored, *_ = _run(*args, "permuted_flipped")
+    # make_variant's permuted_flipped: axes (2, 0, 1), then axes 0 and 2 reversed
+    back = np.transpose(np.flip(stored.mask.array, (0, 2)), np.argsort((2, 0, 1)))
+    assert back.shape == native.mask.array.shape
+    differ = int((back != native.mask.array).sum())
+    assert differ <= 0.001 * int((native.mask.array > 0).sum()), differ  # float rounding at ties only
+    assert stored.qc.voxels == pytest.approx(native.qc.voxels, abs=50)
+
+
 def test_onnxruntime_and_torch_remove_the_same_voxels(chris_t1):
     """``auto`` predicts on ONNX Runtime on a CPU where it is installed: the same output as PyTorch's."""
     why = "needs onnxruntime and onnx (pip install deephealth_deid[onnx])"

@@ -111,10 +111,14 @@ def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> t
     native = np.asarray(volume.array, dtype=np.float32)
     # The head mask only places the grid and sets the intensity percentiles: on a
     # fine native grid, every second voxel along the fine axes is plenty (8x faster).
+    # The voxels kept are chosen by where they lie, not by their place in the array, so a scan
+    # stored with its axes permuted or flipped gives the same grid and the same intensities.
     step = tuple(2 if s < 1.5 and n >= 64 else 1 for s, n in zip(volume.spacing, native.shape, strict=True))
-    coarse = native[tuple(slice(None, None, k) for k in step)]
+    every = _world_aligned(volume.affine, step)
+    coarse = native[every]
     mask = head_mask(coarse)
-    ijk = np.argwhere(mask) * np.array(step) if mask.any() else np.argwhere(np.ones((2, 2, 2)))
+    first = np.array([sl.start for sl in every])
+    ijk = np.argwhere(mask) * np.array(step) + first if mask.any() else np.argwhere(np.ones((2, 2, 2)))
     world = ijk @ volume.affine[:3, :3].T + volume.affine[:3, 3]
     lo, hi = world.min(axis=0), world.max(axis=0)
     extent = np.array(shape) * spacing
@@ -128,13 +132,35 @@ def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> t
     # Anti-alias before sampling a finer native grid onto the coarser network grid.
     sigma = [max(0.0, (spacing / s - 1.0) * 0.5) for s in volume.spacing]
     src = ndimage.gaussian_filter(native, sigma, truncate=2.0) if max(sigma) > 0.2 else native
-    values = src[tuple(slice(None, None, k) for k in step)][mask]
+    values = src[every][mask]
     p_lo, p_hi = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
     scale = 1.0 / (p_hi - p_lo) if p_hi > p_lo else 1.0
-    background = float(np.percentile(native[::2, ::2, ::2], 1))  # air: every 8th voxel is plenty
+    background = float(np.percentile(native[_world_aligned(volume.affine, (2, 2, 2))], 1))  # air: 1 in 8
     image = _sample(src, volume.affine, grid, order=1, cval=background)
     image = np.clip((image - p_lo) * scale, -0.5, 2.0).astype(np.float32)
     return image, grid
+
+
+def _world_aligned(affine: np.ndarray, step: tuple[int, ...]) -> tuple[slice, ...]:
+    """Every ``step``-th voxel along each array axis, starting where the world says.
+
+    Along an axis, the voxels kept are those whose position along the world axis it runs on,
+    in voxels, rounds to a multiple of the step: the same voxels however the array is stored
+    (axes permuted or reversed), for grids aligned with the world axes.
+    """
+    slices = []
+    for a, k in enumerate(step):
+        if k == 1:
+            slices.append(slice(0, None))
+            continue
+        column = affine[:3, a]
+        r = int(np.argmax(np.abs(column)))
+        # Index 0's place along world axis r, in voxels; 0.25 keeps away from the ties of grids
+        # centred on the origin.
+        place = int(np.floor(affine[r, 3] / abs(column[r]) + 0.25))
+        first = (-place if column[r] > 0 else place) % k
+        slices.append(slice(first, None, k))
+    return tuple(slices)
 
 
 #: Depth under the skin (mm) that the network's depth channel scales to 1.

@@ -10,13 +10,14 @@ voxels rather than a blocky nearest-neighbour copy of low-resolution labels.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from ..io.volume import Volume
-from .postprocess import holes
+from .postprocess import _workers, holes
 
 __all__ = [
     "Grid",
@@ -109,14 +110,38 @@ def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> t
         head's 1st-99th percentiles map to 0-1, and the grid.
     """
     native = np.asarray(volume.array, dtype=np.float32)
+    # Anti-alias before sampling a finer native grid onto the coarser network grid: in a second
+    # thread (where the job has two cores or more) while the head is found.
+    sigma = [max(0.0, (spacing / s - 1.0) * 0.5) for s in volume.spacing]
+    smooth = max(sigma) > 0.2
+    if smooth and _workers() != 1:
+        with ThreadPoolExecutor(1) as pool:
+            smoothing = pool.submit(ndimage.gaussian_filter, native, sigma, truncate=2.0)
+            grid, every, mask = _place_grid(volume, native, spacing, shape)
+            src = smoothing.result()
+    else:
+        grid, every, mask = _place_grid(volume, native, spacing, shape)
+        src = ndimage.gaussian_filter(native, sigma, truncate=2.0) if smooth else native
+    values = src[every][mask]
+    p_lo, p_hi = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
+    scale = 1.0 / (p_hi - p_lo) if p_hi > p_lo else 1.0
+    background = float(np.percentile(native[_world_aligned(volume.affine, (2, 2, 2))], 1))  # air: 1 in 8
+    image = _sample(src, volume.affine, grid, order=1, cval=background)
+    image = np.clip((image - p_lo) * scale, -0.5, 2.0).astype(np.float32)
+    return image, grid
+
+
+def _place_grid(
+    volume: Volume, native: np.ndarray, spacing: float, shape: tuple[int, int, int]
+) -> tuple[Grid, tuple[slice, ...], np.ndarray]:
+    """The grid centred on the head, the voxels sampled to find it, and the head mask on them."""
     # The head mask only places the grid and sets the intensity percentiles: on a
     # fine native grid, every second voxel along the fine axes is plenty (8x faster).
     # The voxels kept are chosen by where they lie, not by their place in the array, so a scan
     # stored with its axes permuted or flipped gives the same grid and the same intensities.
     step = tuple(2 if s < 1.5 and n >= 64 else 1 for s, n in zip(volume.spacing, native.shape, strict=True))
     every = _world_aligned(volume.affine, step)
-    coarse = native[every]
-    mask = head_mask(coarse)
+    mask = head_mask(native[every])
     first = np.array([sl.start for sl in every])
     ijk = np.argwhere(mask) * np.array(step) + first if mask.any() else np.argwhere(np.ones((2, 2, 2)))
     world = ijk @ volume.affine[:3, :3].T + volume.affine[:3, 3]
@@ -127,18 +152,7 @@ def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> t
         centre[2] = hi[2] + 5 - extent[2] / 2
     affine = np.diag([spacing, spacing, spacing, 1.0])
     affine[:3, 3] = centre - (np.array(shape) - 1) / 2 * spacing
-    grid = Grid(tuple(int(s) for s in shape), affine)  # type: ignore[arg-type]
-
-    # Anti-alias before sampling a finer native grid onto the coarser network grid.
-    sigma = [max(0.0, (spacing / s - 1.0) * 0.5) for s in volume.spacing]
-    src = ndimage.gaussian_filter(native, sigma, truncate=2.0) if max(sigma) > 0.2 else native
-    values = src[every][mask]
-    p_lo, p_hi = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
-    scale = 1.0 / (p_hi - p_lo) if p_hi > p_lo else 1.0
-    background = float(np.percentile(native[_world_aligned(volume.affine, (2, 2, 2))], 1))  # air: 1 in 8
-    image = _sample(src, volume.affine, grid, order=1, cval=background)
-    image = np.clip((image - p_lo) * scale, -0.5, 2.0).astype(np.float32)
-    return image, grid
+    return Grid(tuple(int(s) for s in shape), affine), every, mask  # type: ignore[arg-type]
 
 
 def _world_aligned(affine: np.ndarray, step: tuple[int, ...]) -> tuple[slice, ...]:

@@ -289,6 +289,10 @@ def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "vo
                 "process them in separate runs or give their common parent folder"
             )
         names[c.name] = c
+    once: dict[Path, Ignored] = {}
+    for i in ignored:
+        once.setdefault(i.input.resolve(), i)
+    ignored = list(once.values())
     if ignored:
         log.warning(
             "%d file(s) under the input folders are not cases and are left out (listed, with the reason, "

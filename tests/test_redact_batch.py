@@ -57,6 +57,8 @@ def test_files_that_are_not_images_are_listed_with_the_reason(folder, tmp_path):
     assert sorted(reasons) == ["us/f.jpg", "us/g.nii.gz", "xr/e.dcm", "xr/notes.txt.bak"]
     assert "empty" in reasons["xr/e.dcm"] and "deface-batch" in reasons["us/g.nii.gz"]
     assert "not a DICOM, PNG, JPEG or TIFF" in reasons["us/f.jpg"] == reasons["xr/notes.txt.bak"]
+    twice = find_cases([folder, folder / "xr"], tmp_path / "out")  # a folder and one inside it
+    assert len(twice) == 3 and len(twice.ignored) == 4
 
 
 def test_batch_blanks_the_boxes_only_reports_and_resumes(folder, tmp_path):

@@ -125,7 +125,8 @@ def conform(volume: Volume, *, spacing: float, shape: tuple[int, int, int]) -> t
     values = src[every][mask]
     p_lo, p_hi = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
     scale = 1.0 / (p_hi - p_lo) if p_hi > p_lo else 1.0
-    background = float(np.percentile(native[_world_aligned(volume.affine, (2, 2, 2))], 1))  # air: 1 in 8
+    air = native[_world_aligned(volume.affine, (2, 2, 2))]  # the air level: 1 voxel in 8 is plenty
+    background = float(np.percentile(air if air.size else native, 1))
     image = _sample(src, volume.affine, grid, order=1, cval=background)
     image = np.clip((image - p_lo) * scale, -0.5, 2.0).astype(np.float32)
     return image, grid

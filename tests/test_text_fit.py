@@ -166,3 +166,27 @@ def test_redact_text_fits_by_default_and_not_with_a_pad_or_fit_false():
     for res in (tight, full, padded):
         assert (res.image.frames[0, 20:30, 20:90] == 0).all()
         assert np.array_equal(res.image.frames[~res.mask], frames[~res.mask])
+
+
+def test_ocr_reads_the_detected_box_with_its_background_and_the_fitted_box_is_kept():
+    """OCR reads best with background around the glyphs: it reads before the box is fitted."""
+    from test_redact import QueueOcr
+
+    frames = np.zeros((1, 60, 120), np.uint8)
+    frames[0, 20:30, 20:30] = 255  # one glyph, read as the harmless marker R
+
+    class Fixed:
+        def detect(self, frame):
+            return [Region(0, 10, 12, 60, 38)]
+
+    class Recording(QueueOcr):
+        def read(self, crop):
+            self.shape = crop.shape[:2]
+            return super().read(crop)
+
+    ocr = Recording(("R", 0.99))
+    res = dd.redact_text(Image(frames, "MONOCHROME2"), detector=Fixed(), ocr=ocr)
+    assert ocr.shape == (38 - 12 + 4, 60 - 10 + 4)  # the detected box and 2 px, not the fitted one
+    (region,) = res.regions
+    assert region.fitted and region.decision == "keep" and region.text == "R"
+    assert res.image.frames is frames or np.array_equal(res.image.frames, frames)

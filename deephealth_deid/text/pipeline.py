@@ -1,7 +1,7 @@
 """``redact_text``: find burned-in text on every frame, decide what identifies, blank it.
 
-detect (per distinct frame) -> fit the boxes to their ink where it lies on a
-plain background -> read (OCR, optional) -> add device rules ->
+detect (per distinct frame) -> read (OCR, optional) -> fit the boxes to their
+ink where it lies on a plain background -> add device rules ->
 decide (policy, against the image's own header) -> blank -> for DICOM: remove
 overlays and set *Burned In Annotation* to ``NO``.
 
@@ -210,10 +210,10 @@ def redact_text(
             frame = display_frame(image, i)
             found = _found(det.detect(frame), image.rows, image.columns)
             detected += len(found)
-            if fit and pad_px is None:
-                found = fit_regions(found, image.frames[i])
             if reader is not None:
                 found = read_regions(found, frame, reader)
+            if fit and pad_px is None:  # after reading: OCR reads best with the background around
+                found = fit_regions(found, image.frames[i])
             decided = pol.decide_all([*found, *rule_regions], terms)
             seen[key] = decided
         regions.extend(r.with_(frame=i) if r.frame != i else r for r in decided)

@@ -190,3 +190,18 @@ def test_ocr_reads_the_detected_box_with_its_background_and_the_fitted_box_is_ke
     (region,) = res.regions
     assert region.fitted and region.decision == "keep" and region.text == "R"
     assert res.image.frames is frames or np.array_equal(res.image.frames, frames)
+
+
+def test_the_background_value_is_the_rings_most_common_colour():
+    from deephealth_deid.text.fit import _mode
+
+    rng = np.random.default_rng(0)
+    for channels in (1, 3, 4):
+        for _ in range(100):
+            ring = rng.integers(0, rng.choice([3, 256, 65536]), (rng.integers(5, 200), channels)).astype(
+                float
+            )
+            if rng.random() < 0.3:
+                ring = rng.random((len(ring), channels)) * 10  # not whole values
+            colours, counts = np.unique(ring, axis=0, return_counts=True)
+            assert np.array_equal(_mode(ring), colours[int(np.argmax(counts))])  # ties: the first colour

@@ -140,6 +140,17 @@ def _ring(window: np.ndarray) -> np.ndarray:
 
 def _mode(ring: np.ndarray) -> np.ndarray:
     """The ring's most common value (per channel, as one colour): the plate's value."""
+    channels = ring.shape[1]
+    if channels <= 3 and ring.min() >= 0 and ring.max() < 65536 and np.array_equal(ring, np.round(ring)):
+        # Whole values of up to 16 bits (what stored pixels are): one key per colour, in the order
+        # of the colours themselves (the first channel highest), sorted fast.
+        shifts = [16 * (channels - 1 - c) for c in range(channels)]
+        key = np.zeros(len(ring), np.int64)
+        for c, shift in enumerate(shifts):
+            key |= ring[:, c].astype(np.int64) << shift
+        values, counts = np.unique(key, return_counts=True)
+        top = int(values[int(np.argmax(counts))])
+        return np.array([(top >> shift) & 0xFFFF for shift in shifts], dtype=ring.dtype)
     colours, counts = np.unique(ring, axis=0, return_counts=True)
     return colours[int(np.argmax(counts))]
 

@@ -48,15 +48,83 @@ def test_a_faint_string_beside_a_bright_one_stays_covered():
     assert covered(frame.shape, [fitted])[frame != 100].all()
 
 
-def test_a_level_or_two_of_compression_noise_still_counts_as_plain():
-    rng = np.random.default_rng(2)
-    frame = rng.choice([0, 0, 0, 1, 2], size=(60, 160)).astype(np.uint8)  # black, as a JPEG leaves it
+def _faint_beside_bright(dtype=np.uint16, channels=0):
+    shape = (60, 160, channels) if channels else (60, 160)
+    frame = np.zeros(shape, dtype)
     frame[20:30, 20:70] = 250
-    frame[22:28, 100:140] = 40  # a dim string, well above the noise
-    region = Region(0, 14, 16, 146, 34, line_px=10)
-    fitted = fit_region(region, frame)
-    assert fitted.fitted
-    assert covered(frame.shape, [fitted])[frame > 2].all()
+    return frame
+
+
+def _case_ring_outliers():  # a dotted line over a tenth of the ring, a faint string inside
+    frame = _faint_beside_bright()
+    frame[22:28, 100:140] = 30
+    frame[14:16, 12:148:3] = 40
+    return frame, Region(0, 14, 16, 146, 34, line_px=10), (slice(22, 28), slice(100, 140))
+
+
+def _case_sparse_noise():  # JPEG-like sparse noise, a solid faint string at its top level
+    frame = np.random.default_rng(3).choice(np.array([0] * 8 + [1, 2], np.uint8), size=(60, 160))
+    frame[20:30, 20:70] = 250
+    frame[22:28, 100:140] = 2
+    return frame, Region(0, 14, 16, 146, 34, line_px=10), (slice(22, 28), slice(100, 140))
+
+
+def _case_frame_edge():  # faint text at the frame's top edge: the ring lies on the glyphs
+    frame = np.zeros((60, 200), np.uint16)
+    frame[3:13, 10:60] = 4000
+    frame[0:10, 80:120] = 35
+    return frame, Region(0, 8, 0, 124, 14, line_px=10), (slice(0, 10), slice(80, 120))
+
+
+def _case_one_sided_texture():  # a dithered 16-bit background, a string darker than all of it
+    rng = np.random.default_rng(0)
+    frame = (1000 + 300 * (rng.random((60, 160)) < 0.2)).astype(np.uint16)
+    frame[0, 0], frame[20:30, 20:70] = 65535, 60000
+    frame[22:28, 100:140] = 700
+    return frame, Region(0, 14, 16, 146, 34, line_px=10), (slice(22, 28), slice(100, 140))
+
+
+def _case_glyph_on_plate_edge():  # a glyph the box missed, in the margin, touching the plate's edge
+    frame = np.random.default_rng(1).integers(150, 200, (80, 160)).astype(np.uint8)
+    frame[16:43, 15:104] = 0
+    frame[22:38, 20:96] = 255
+    frame[22:38, 102:104] = 255
+    return frame, Region(0, 18, 20, 102, 40, line_px=16), (slice(22, 38), slice(102, 104))
+
+
+def _case_palette_neighbour():  # palette indices: index 1 may show white beside index 0
+    frame = np.zeros((60, 160), np.uint8)
+    frame[20:30, 20:70] = 200
+    frame[22:28, 100:140] = 1
+    frame[34:36, 12:148:3] = 2
+    return frame, Region(0, 14, 16, 146, 34, line_px=10), (slice(22, 28), slice(100, 140))
+
+
+def _case_rgb_one_channel():  # faint blue text, the ring's outliers in red
+    frame = _faint_beside_bright(np.uint8, 3)
+    frame[22:28, 100:140, 2] = 2
+    frame[14:16, 12:148:3, 0] = 2
+    return frame, Region(0, 14, 16, 146, 34, line_px=10), (slice(22, 28), slice(100, 140))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        _case_ring_outliers,
+        _case_sparse_noise,
+        _case_frame_edge,
+        _case_one_sided_texture,
+        _case_glyph_on_plate_edge,
+        _case_palette_neighbour,
+        _case_rgb_one_channel,
+    ],
+)
+def test_no_glyph_the_full_margin_covered_is_uncovered(case):
+    frame, region, glyph_at = case()
+    glyph = np.zeros(frame.shape[:2], bool)
+    glyph[glyph_at] = True
+    full, tight = covered(frame.shape[:2], [region]), covered(frame.shape[:2], [fit_region(region, frame)])
+    assert not (glyph & full & ~tight).any()
 
 
 def test_text_on_noise_or_anatomy_keeps_its_full_margin():

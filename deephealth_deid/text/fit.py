@@ -2,21 +2,20 @@
 
 A detector's box is blanked with a margin that grows with the line's height
 (:func:`~.blank.default_pad`), because a box drawn from a probability map can
-fall a little short of the glyphs. Where the margin's outer ring is plain (one
-value, as on a solid label box or the black around an ultrasound sector, give
-or take the level or two of noise a JPEG leaves), the glyphs can be told from
-the background: every pixel further from the ring's value than the ring's own
-variation is ink. The box is then cut to the ink's extent plus a thin margin
-(:func:`fit_margin`), inside the window it would have blanked anyway. A
-fitted box therefore never uncovers a pixel that stands out from the
-background, and never grows. A plate (label box) smaller than the window is
-fitted too, leaving out the image around it where that only runs along the
-window's edge.
+fall a little short of the glyphs. Where the margin's outer ring is plain (nine
+tenths of it exactly one value, as on a solid label box or the black around an
+ultrasound sector), the glyphs can be told from the background: every pixel
+whose value differs from it at all is ink. The box is then cut to the ink's
+extent plus a thin margin (:func:`fit_margin`), inside the window it would have
+blanked anyway. A fitted box therefore never uncovers a pixel that differs from
+the background, and never grows. A plate (label box) smaller than the window
+is fitted too, leaving out the image around it where that runs along the
+window's edge and stays wholly outside the plate.
 
-Where the ring is not plain (text straight on anatomy, a noisy radiograph:
-variation above a hundredth of the frame's range), or holds no ink at all,
-the region is returned unchanged and keeps its full margin. Device-rule boxes
-are never fitted.
+Where the ring is not plain (text straight on anatomy, a noisy radiograph, the
+noise a lossy JPEG leaves), holds no ink, or anything is in doubt, the region
+is returned unchanged and keeps its full margin. Device-rule boxes are never
+fitted.
 
 Values are compared as stored (grey, RGB or palette indices), not as
 displayed: a faint string that a reader could bring out by windowing, or a
@@ -46,15 +45,11 @@ __all__ = ["fit_region", "fit_regions", "fit_margin"]
 #: Width in pixels of the ring, inside the padded window, whose value is the background.
 RING_PX = 2
 
-#: A ring with more than this share of pixels off the background value is not plain.
+#: A ring with more than this share of pixels off the background's value is not plain.
 MAX_RING_INK = 0.1
 
 #: A ring with more than this share off the background value is not a plate around the text.
 MAX_RING_OFF = 0.5
-
-#: The background's own variation (how far the ring's pixels stray from its value) may be at
-#: most this share of the frame's value range; a noisier background can hide faint glyphs.
-MAX_NOISE = 0.01
 
 
 def fit_margin(line_height: int) -> int:
@@ -67,19 +62,15 @@ def fit_margin(line_height: int) -> int:
 
 def fit_regions(regions: list[Region], values: np.ndarray) -> list[Region]:
     """:func:`fit_region` for each region of one frame (``values``: that frame as stored)."""
-    if not regions:
-        return regions
-    span = _span(values)
-    return [fit_region(r, values, span=span) for r in regions]
+    return [fit_region(r, values) for r in regions]
 
 
-def fit_region(region: Region, values: np.ndarray, *, span: float | None = None) -> Region:
+def fit_region(region: Region, values: np.ndarray) -> Region:
     """``region`` cut to the ink it holds, when its margin's ring is plain; else unchanged.
 
     Args:
         region: A detected region (device-rule regions are returned as they are).
         values: The frame as stored: ``(rows, columns)`` grey or ``(rows, columns, channels)``.
-        span: The frame's value range (computed when not given).
 
     Returns:
         A region with ``fitted=True`` and the box of its ink grown by
@@ -96,26 +87,25 @@ def fit_region(region: Region, values: np.ndarray, *, span: float | None = None)
     if window.ndim == 2:
         window = window[..., None]
     window = window.astype(np.float64)
+    if not np.isfinite(window).all():
+        return region
     ring = _ring(window)
     background = _mode(ring)
-    ring_dev = np.abs(ring - background).max(axis=-1)
-    span = _span(values) if span is None else span
-    # Plain: all but a tenth of the ring lies within the background's own variation (none on a
-    # clean image, a level or two of JPEG noise), at most a hundredth of the frame's range.
-    # Ink: anything off the background by more than that.
-    tol = float(np.percentile(ring_dev, 100 * (1 - MAX_RING_INK)))
-    if tol <= MAX_NOISE * span:
-        ink = np.abs(window - background).max(axis=-1) > tol
-    else:
+    # Ink: every pixel whose value differs from the background's at all (no tolerance: a faint
+    # string a level above a noisy background is a shape a reader can bring out).
+    off = (window != background).any(axis=-1)
+    ring_off = float(np.mean((ring != background).any(axis=-1)))
+    if ring_off <= MAX_RING_INK:
+        ink = off
+    elif ring_off <= MAX_RING_OFF:
         # A plate (a label's solid box) that does not fill the window: at least half the ring
         # is on it. What lies off it at the window's edge is the image around the plate, left
-        # out when it stays in the margin (see _inner_ink).
-        tol = float(np.percentile(ring_dev, 100 * (1 - MAX_RING_OFF)))
-        if tol > MAX_NOISE * span:
-            return region
-        ink = _inner_ink(np.abs(window - background).max(axis=-1) > tol, region, x0, y0)
+        # out when it stays outside the plate (see _inner_ink).
+        ink = _inner_ink(off, region, x0, y0)
         if ink is None:
             return region
+    else:
+        return region
     if not ink.any():
         return region
     ys = np.flatnonzero(ink.any(axis=1))
@@ -159,8 +149,10 @@ def _inner_ink(off: np.ndarray, region: Region, x0: int, y0: int) -> np.ndarray 
     """Off-plate pixels of the window, less the image around the plate.
 
     The image around the plate is what touches the window's edge along at least two line
-    heights and stays in the margin. ``None`` (nothing is cut) when something touching the edge
-    reaches into the detected box, or touches the edge only briefly: a glyph crossing it.
+    heights, stays in the margin and lies wholly outside the plate's extent. ``None`` (nothing
+    is cut) when something touching the edge reaches into the detected box or into the plate's
+    extent (a glyph the box missed, touching the plate's edge), or touches the edge only
+    briefly: a glyph crossing it.
     """
     labels, _ = ndi.label(off, structure=np.ones((3, 3), bool))
     border = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
@@ -172,10 +164,12 @@ def _inner_ink(off: np.ndarray, region: Region, x0: int, y0: int) -> np.ndarray 
     inner_box = labels[max(region.y0 - y0, 0) : region.y1 - y0, max(region.x0 - x0, 0) : region.x1 - x0]
     if np.isin(inner_box, edge).any():
         return None
+    plates, n = ndi.label(~off)
+    if n == 0:
+        return None
+    plate = plates == 1 + int(np.argmax(np.bincount(plates.ravel())[1:]))
+    ys, xs = np.flatnonzero(plate.any(axis=1)), np.flatnonzero(plate.any(axis=0))
+    extent = labels[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
+    if np.isin(extent, edge).any():
+        return None
     return off & ~np.isin(labels, edge)
-
-
-def _span(values: np.ndarray) -> float:
-    if values.size == 0:
-        return 0.0
-    return float(values.max()) - float(values.min())

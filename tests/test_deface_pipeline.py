@@ -334,3 +334,20 @@ def test_conforming_does_not_depend_on_how_the_array_is_stored(seed):
     two, grid_two = conform(Volume(np.ascontiguousarray(stored), aff), spacing=3.0, shape=(48, 56, 56))
     assert np.allclose(grid_one.affine, grid_two.affine, atol=1e-6)
     assert np.allclose(one, two, atol=1e-5)
+
+
+def test_the_voxels_sampled_are_the_same_from_either_end_of_an_axis_even_at_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        s = float(rng.choice([0.9375, 0.5, 1.0, 0.7, 1.2, 0.3, 1 / 3]))
+        n = int(rng.integers(64, 300))
+        origin = (int(rng.integers(-300, 300)) + float(rng.choice([0.75, 0.25, 0.5, 0.0, rng.random()]))) * s
+        forward = np.diag([s, 1.0, 1.0, 1.0])
+        forward[0, 3] = origin
+        backward = forward.copy()
+        backward[0, 0], backward[0, 3] = -s, origin + (n - 1) * s  # the same axis stored reversed
+        kept = []
+        for aff in (forward, backward):
+            idx = np.arange(n)[_world_aligned(aff, (2, 1, 1))[0]]
+            kept.append(set(np.round((aff[0, 3] + idx * aff[0, 0]) * 1e6).astype(np.int64)))
+        assert kept[0] == kept[1], (s, n, origin)

@@ -172,7 +172,9 @@ def _world_aligned(affine: np.ndarray, step: tuple[int, ...]) -> tuple[slice, ..
         r = int(np.argmax(np.abs(column)))
         # Index 0's place along world axis r, in voxels; 0.25 keeps away from the ties of grids
         # centred on the origin.
-        place = int(np.floor(affine[r, 3] / abs(column[r]) + 0.25))
+        # Rounded to a millionth of a voxel first: the same origin written from the other end
+        # of a flipped axis carries rounding error that could cross the floor.
+        place = int(np.floor(np.round(affine[r, 3] / abs(column[r]), 6) + 0.25))
         first = (-place if column[r] > 0 else place) % k
         slices.append(slice(first, None, k))
     return tuple(slices)

@@ -16,8 +16,9 @@ the rest go on, and a run that was stopped going on where it left.
   what the job reads but are not cases (for images: every other file, empty,
   damaged or of another format; for volumes: other volume formats such as
   ``.mgz``, DICOM-named files with no readable DICOM beside them, 2D images)
-  are listed in :attr:`Cases.ignored`, with the reason, and get an ``ignored``
-  record in the report: nothing is left out unsaid.
+  are listed in :attr:`Cases.ignored`, with the reason, and get a record
+  ``{"ignored": path, "reason": ...}`` in the report, once: nothing is left out
+  unsaid.
 * Outputs mirror the inputs' paths under the output folder, relative to the
   folder each case was found in (for a list, to the listed paths' common
   folder): ``IN/site1/sub-01.nii.gz`` -> ``OUT/site1/sub-01.nii.gz``, the DICOM
@@ -25,8 +26,7 @@ the rest go on, and a run that was stopped going on where it left.
   (a QC picture, a mask) go beside the output (``sub-01_qc.png``).
 * Report: one JSON record per case, appended as it ends, in the output
   folder: ``case`` (the relative path), ``status`` (``done``; ``flagged``: done
-  but the QC asks for a look; ``failed``: nothing written, with ``error``;
-  ``ignored``: not a case, with ``reason``),
+  but the QC asks for a look; ``failed``: nothing written, with ``error``),
   ``seconds``, and what the job adds (counts, QC flags). No header value is
   ever written there; an error from outside this package is reported by its
   type only, since its message could quote one.
@@ -319,6 +319,20 @@ def _finished(report: Path) -> dict[str, str]:
     return status
 
 
+def _ignored_before(report: Path) -> set[str]:
+    """The files an existing report already lists as passed over."""
+    names: set[str] = set()
+    if not report.is_file():
+        return names
+    with open(report, encoding="utf-8") as f:
+        for line in f:
+            try:
+                names.add(str(json.loads(line)["ignored"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return names
+
+
 def _check_out_dir(cases: Sequence[Case], out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder; give an output folder")
@@ -391,9 +405,10 @@ def run_batch(
     else:
         records = _in_order(todo, out, load, process)
     with open(report, "a", encoding="utf-8") as rep:
+        listed = _ignored_before(report)
         for i in passed_over:
-            if previous.get(i.name) != "ignored":  # once per report, not once per run
-                rep.write(json.dumps({"case": i.name, "status": "ignored", "reason": i.reason}) + "\n")
+            if i.name not in listed:  # once per report, not once per run (--force included)
+                rep.write(json.dumps({"ignored": i.name, "reason": i.reason}) + "\n")
         rep.flush()
         for k, record in enumerate(records, start=1):
             summary.counts[record["status"]] += 1

@@ -77,11 +77,28 @@ def test_batch_blanks_the_boxes_only_reports_and_resumes(folder, tmp_path):
         assert not np.array_equal(res.frames[:, inside], src.frames[:, inside])
         assert c.extra(out, "_qc.png").is_file()
     recs = _records(out)
-    assert [r["case"] for r in recs] == ["xr/notes.txt.bak", "us/a.png", "us/b.png", "xr/c.dcm"]
-    assert recs[0]["status"] == "ignored" and recs[0]["reason"]
+    assert recs[0] == {"ignored": "xr/notes.txt.bak", "reason": recs[0]["reason"]} and recs[0]["reason"]
+    assert [r["case"] for r in recs[1:]] == ["us/a.png", "us/b.png", "xr/c.dcm"]
     assert all(r["detected"] == 1 and r["blanked"] == 1 and r["kept"] == 0 for r in recs[1:])
     again = redact_batch(cases, out, detector=FakeDetector([BOX]), ocr="none")
     assert again.counts["skipped"] == 3 and len(_records(out)) == 4  # the ignored file once per report
+    forced = redact_batch(cases, out, detector=FakeDetector([BOX]), ocr="none", overwrite=True)
+    assert forced.counts["done"] == 3 and len(_records(out)) == 7  # once, even with --force
+
+
+def test_an_ignored_file_named_like_a_case_elsewhere_never_changes_the_cases_status(tmp_path):
+    """r1/a.png is an image, r2/a.png an empty file: both are a.png relative to their folder."""
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r2").mkdir()
+    PILImage.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "r1" / "a.png")
+    (tmp_path / "r2" / "a.png").write_bytes(b"")
+    out = tmp_path / "out"
+    for run in range(3):
+        cases = find_cases([tmp_path / "r1", tmp_path / "r2"], out)
+        assert [c.name for c in cases] == ["a.png"] and [i.name for i in cases.ignored] == ["a.png"]
+        summary = redact_batch(cases, out, detector=FakeDetector([BOX]), ocr="none")
+        finished = summary.counts["done"] + summary.counts["flagged"]
+        assert (finished, summary.counts["skipped"]) == ((1, 0) if run == 0 else (0, 1)), run
 
 
 def test_a_damaged_file_fails_alone(folder, tmp_path):
@@ -90,7 +107,7 @@ def test_a_damaged_file_fails_alone(folder, tmp_path):
     out = tmp_path / "out"
     summary = redact_batch(find_cases([folder], out), out, detector=FakeDetector([BOX]), ocr="none")
     assert summary.counts["done"] == 3 and summary.counts["failed"] == 1
-    failed = [r for r in _records(out) if r["status"] == "failed"]
+    failed = [r for r in _records(out) if r.get("status") == "failed"]
     assert [r["case"] for r in failed] == ["xr/d.dcm"] and failed[0]["error"]
     assert not (out / "xr" / "d.dcm").exists()
 
@@ -145,7 +162,9 @@ def test_jobs_in_processes_give_the_outputs_of_one_job(folder, tmp_path):
     assert files(one) == files(two)
 
     def records(out: Path) -> list[tuple]:
-        return sorted((r["case"], r["status"], r.get("detected"), r.get("blanked")) for r in _records(out))
+        return sorted(
+            (r["case"], r["status"], r["detected"], r["blanked"]) for r in _records(out) if "case" in r
+        )
 
     assert records(one) == records(two)
 

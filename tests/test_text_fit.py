@@ -107,6 +107,14 @@ def _case_rgb_one_channel():  # faint blue text, the ring's outliers in red
     return frame, Region(0, 14, 16, 146, 34, line_px=10), (slice(22, 28), slice(100, 140))
 
 
+def _case_underestimated_line():  # a missed glyph in the margin, the line given as 2 px
+    frame = np.random.default_rng(1).integers(150, 200, (80, 160)).astype(np.uint8)
+    frame[16:43, 15:112] = 0
+    frame[22:38, 20:104] = 255
+    frame[22:38, 113:130] = 255  # beside the plate, crossing the window's edge
+    return frame, Region(0, 18, 20, 112, 40, line_px=2), (slice(22, 38), slice(113, 130))
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -117,6 +125,7 @@ def _case_rgb_one_channel():  # faint blue text, the ring's outliers in red
         _case_glyph_on_plate_edge,
         _case_palette_neighbour,
         _case_rgb_one_channel,
+        _case_underestimated_line,
     ],
 )
 def test_no_glyph_the_full_margin_covered_is_uncovered(case):

@@ -159,7 +159,8 @@ def _inner_ink(off: np.ndarray, region: Region, x0: int, y0: int) -> np.ndarray 
     edge, contact = np.unique(border[border > 0], return_counts=True)
     if edge.size == 0:
         return off
-    if contact.min() < 2 * region.line_height:
+    # Two line heights, or two of the box's shorter side where the line was underestimated.
+    if contact.min() < 2 * max(region.line_height, min(region.width, region.height)):
         return None
     inner_box = labels[max(region.y0 - y0, 0) : region.y1 - y0, max(region.x0 - x0, 0) : region.x1 - x0]
     if np.isin(inner_box, edge).any():

@@ -59,6 +59,11 @@ def score(sample: Any, regions: Regions, shape: tuple[int, int]) -> tuple[int, i
     return found, total, outside
 
 
+def fitted(regions: Regions, stored: np.ndarray | None) -> Regions:
+    """``regions`` fitted to their ink on the frame's stored values, as deid redact does (None: not)."""
+    return regions if stored is None else fit_regions(regions, stored)
+
+
 def true_regions(sample: Any) -> Regions:
     """Every string's own box, its line thickness its shorter side: a perfect detector's regions."""
     return [Region(0, *b.box) for b in sample.boxes]
@@ -134,12 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         samples = [gen.sample(i) for i in range(args.n)]
         images = [to_image(s) for s in samples]
         frames = [display_frame(img, 0) for img in images]
-
-        def fitted(regions: Regions, k: int, images: list = images) -> Regions:
-            return regions if args.no_fit else fit_regions(regions, images[k].frames[0])
-
+        # What deid redact blanks: boxes on a plain background fitted to their stored values.
+        stored = [None if args.no_fit else img.frames[0] for img in images]
         floor = np.mean(
-            [score(s, fitted(true_regions(s), k), s.instance.shape)[2] for k, s in enumerate(samples)]
+            [
+                score(s, fitted(true_regions(s), v), s.instance.shape)[2]
+                for s, v in zip(samples, stored, strict=True)
+            ]
         )
         print(
             f"{size}x{size} the true string boxes, {'padded' if args.no_fit else 'fitted and padded'} as "
@@ -154,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             det(frames[0])  # warm-up (model load, first allocation)
             found = total = 0
             outside, seconds = [], 0.0
-            for k, (s, f) in enumerate(zip(samples, frames, strict=True)):
+            for s, f, v in zip(samples, frames, stored, strict=True):
                 t0 = time.perf_counter()
                 regions = det(f)
                 seconds += time.perf_counter() - t0
-                a, b, c = score(s, fitted(regions, k), f.shape[:2])
+                a, b, c = score(s, fitted(regions, v), f.shape[:2])
                 found, total = found + a, total + b
                 outside.append(c)
             per = seconds / len(frames)

@@ -304,33 +304,23 @@ def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "vo
     return Cases(unique.values(), ignored)
 
 
-def _finished(report: Path) -> dict[str, str]:
-    """The last status of each case in an existing report."""
+def _read_report(report: Path) -> tuple[dict[str, str], set[str]]:
+    """An existing report's last status of each case, and the files it lists as passed over."""
     status: dict[str, str] = {}
+    ignored: set[str] = set()
     if not report.is_file():
-        return status
+        return status, ignored
     with open(report, encoding="utf-8") as f:
         for line in f:
             try:
                 rec = json.loads(line)
-                status[str(rec["case"])] = str(rec["status"])
+                if "ignored" in rec:
+                    ignored.add(str(rec["ignored"]))
+                else:
+                    status[str(rec["case"])] = str(rec["status"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut by a stop
-    return status
-
-
-def _ignored_before(report: Path) -> set[str]:
-    """The files an existing report already lists as passed over."""
-    names: set[str] = set()
-    if not report.is_file():
-        return names
-    with open(report, encoding="utf-8") as f:
-        for line in f:
-            try:
-                names.add(str(json.loads(line)["ignored"]))
-            except (ValueError, KeyError, TypeError):
-                continue
-    return names
+    return status, ignored
 
 
 def _check_out_dir(cases: Sequence[Case], out: Path) -> None:
@@ -392,7 +382,9 @@ def run_batch(
     out.mkdir(exist_ok=True)
     report = out / report_name
     summary = BatchSummary(report)
-    previous = {} if overwrite else _finished(report)
+    previous, listed = _read_report(report)
+    if overwrite:
+        previous = {}
     start = time.perf_counter()
     todo = [c for c in cases if not (previous.get(c.name) in DONE and c.output(out).exists())]
     summary.counts["skipped"] = len(cases) - len(todo)
@@ -405,7 +397,6 @@ def run_batch(
     else:
         records = _in_order(todo, out, load, process)
     with open(report, "a", encoding="utf-8") as rep:
-        listed = _ignored_before(report)
         for i in passed_over:
             if i.name not in listed:  # once per report, not once per run (--force included)
                 rep.write(json.dumps({"ignored": i.name, "reason": i.reason}) + "\n")

@@ -170,10 +170,9 @@ def _world_aligned(affine: np.ndarray, step: tuple[int, ...]) -> tuple[slice, ..
             continue
         column = affine[:3, a]
         r = int(np.argmax(np.abs(column)))
-        # Index 0's place along world axis r, in voxels; 0.25 keeps away from the ties of grids
-        # centred on the origin.
-        # Rounded to a millionth of a voxel first: the same origin written from the other end
-        # of a flipped axis carries rounding error that could cross the floor.
+        # Index 0's place along world axis r, in voxels. The 0.25 keeps away from the ties of
+        # grids centred on the origin; rounding to a millionth of a voxel first removes the error
+        # an origin written from the other end of a reversed axis carries.
         place = int(np.floor(np.round(affine[r, 3] / abs(column[r]), 6) + 0.25))
         first = (-place if column[r] > 0 else place) % k
         slices.append(slice(first, None, k))

@@ -351,3 +351,23 @@ def test_the_voxels_sampled_are_the_same_from_either_end_of_an_axis_even_at_ties
             idx = np.arange(n)[_world_aligned(aff, (2, 1, 1))[0]]
             kept.append(set(np.round((aff[0, 3] + idx * aff[0, 0]) * 1e6).astype(np.int64)))
         assert kept[0] == kept[1], (s, n, origin)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_heads_box_holds_the_head_and_its_margin_on_an_even_offset(seed):
+    import importlib
+
+    model = importlib.import_module("deephealth_deid.deface.model")
+    rng = np.random.default_rng(seed)
+    shape = (80, 96, 96)
+    image = np.zeros(shape, np.float32)
+    lo = [int(rng.integers(0, n - 8)) for n in shape]
+    hi = [int(rng.integers(a + 6, n + 1)) for a, n in zip(lo, shape, strict=True)]
+    image[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = 1.0
+    box = model.head_box(image, 3.0, multiple=16, margin_mm=12.0)  # 4 voxels
+    for b, a, z, n in zip(box, lo, hi, shape, strict=True):
+        assert 0 <= b.start and b.stop <= n
+        assert (b.stop - b.start) % 16 == 0 or (b.start, b.stop) == (0, n)
+        assert b.start % 2 == 0
+        assert b.start <= max(0, a - 4) and b.stop >= min(n, z + 4)  # the head and 12 mm of air
+    assert model.head_box(np.zeros(shape, np.float32), 3.0, multiple=16) == tuple(slice(0, n) for n in shape)

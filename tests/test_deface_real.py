@@ -180,3 +180,23 @@ def test_real_head_as_a_dicom_series_through_the_cli(chris_t1, tmp_path):
     first = pydicom.dcmread(sorted((tmp_path / "out").iterdir())[0])
     assert first.StudyInstanceUID == src.StudyInstanceUID and first.SeriesInstanceUID != src.SeriesInstanceUID
     assert first.PatientID == src.PatientID and first.Modality == "MR"
+
+
+def test_the_network_on_the_heads_box_removes_what_it_removes_on_the_whole_grid(chris_t1, monkeypatch):
+    """The network runs on the head and 9 mm of air or more, not on the whole grid: under half the
+    voxels on this head, and the same mask but for the network's own edge effects."""
+    import importlib
+
+    model = importlib.import_module("deephealth_deid.deface.model")
+    vol = dd.load_volume(chris_t1)
+    _, spacing, shape = model.load_predictor(None)
+    conform = importlib.import_module("deephealth_deid.deface.conform").conform
+    image, _ = conform(vol, spacing=spacing, shape=shape)
+    box = model.head_box(image, spacing, multiple=16)
+    assert np.prod([b.stop - b.start for b in box]) < 0.6 * image.size
+    boxed = dd.deface(vol).mask.array > 0
+    monkeypatch.setattr(model, "HEAD_MARGIN_MM", 1e6)
+    assert model.head_box(image, spacing, multiple=16) == tuple(slice(0, n) for n in image.shape)
+    whole = dd.deface(vol).mask.array > 0
+    dice = 2 * (boxed & whole).sum() / (boxed.sum() + whole.sum())
+    assert dice > 0.97, dice

@@ -10,14 +10,22 @@ import numpy as np
 
 from ..errors import ModelCheckError
 from ..shipped import warn_if_not_validated
-from .conform import network_input
+from .conform import grid_depth, network_input
 
-__all__ = ["load_predictor", "DEFAULT_GRID"]
+__all__ = ["load_predictor", "head_box", "DEFAULT_GRID", "HEAD_MARGIN_MM"]
 
 log = logging.getLogger(__name__)
 
 #: Grid used when a model file does not say: 2 mm voxels, 224 x 256 x 256 mm.
 DEFAULT_GRID: tuple[float, tuple[int, int, int]] = (2.0, (112, 128, 128))
+
+#: Air kept around the head when the network runs on the head's box only (mm).
+HEAD_MARGIN_MM = 9.0
+
+# The box starts an even number of voxels into the grid: on held-out synthetic heads the shipped
+# network's nose Dice is 0.27-0.28 at every even shift of the head on the grid and 0.24 at every
+# odd one (the pooling's phase), and the box must not change what the whole grid gives.
+_BOX_STEP = 2
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,6 +69,56 @@ def load_predictor(model: str | Path | None, *, engine: str = "auto", device: st
 
     def predictor(image: np.ndarray, grid: object = None) -> np.ndarray:
         x = network_input(image, spacing, spec.in_channels)
-        return eng.predict(net, x[None], probabilities=True)[0]
+        box = head_box(image, spacing, multiple=spec.stride)
+        probs = eng.predict(net, x[(None, slice(None), *box)], probabilities=True)[0]
+        if probs.shape[1:] == image.shape:
+            return probs
+        # Outside the head's box is air: certain background.
+        out = np.zeros((spec.classes, *image.shape), np.float32)
+        out[0] = 1.0
+        out[(slice(None), *box)] = probs
+        return out
 
     return predictor, spacing, shape
+
+
+def head_box(
+    image: np.ndarray, spacing: float, *, multiple: int, margin_mm: float | None = None
+) -> tuple[slice, ...]:
+    """The part of a conformed image the network needs to see: the head and some air around it.
+
+    The box holds the head (where :func:`~.conform.grid_depth` is above 0) and
+    ``margin_mm`` (default :data:`HEAD_MARGIN_MM`) of air on every side,
+    grown about its centre to a multiple of ``multiple`` voxels (the
+    network's stride), moved inside the image and to an even offset. On a
+    head that does not fill the grid (most fields of view cut the neck) the
+    network runs on about half the voxels. Every feature lies on the head's
+    surface, so it is inside; the network was trained on patches smaller than
+    the grid, so a box is what it knows. The whole image when there is no head.
+
+    Example:
+        >>> image = np.zeros((80, 96, 96), np.float32)
+        >>> image[20:50, 30:70, 40:60] = 1.0
+        >>> head_box(image, 3.0, multiple=16)
+        (slice(10, 58, None), slice(26, 74, None), slice(34, 66, None))
+    """
+    margin_mm = HEAD_MARGIN_MM if margin_mm is None else margin_mm
+    head = grid_depth(image, spacing) > 0
+    if not head.any():
+        return tuple(slice(0, n) for n in image.shape)
+    pad = int(np.ceil(margin_mm / spacing))
+    box = []
+    for axis, size in enumerate(image.shape):
+        idx = np.nonzero(head.any(axis=tuple(a for a in range(image.ndim) if a != axis)))[0]
+        lo, hi = int(idx[0]) - pad, int(idx[-1]) + 1 + pad
+        n = -(-(hi - lo) // multiple) * multiple
+        while n < size:
+            start = min(max(0, (lo + hi - n) // 2), size - n)
+            start -= start % _BOX_STEP
+            if start + n >= min(hi, size):  # moving to an even offset may have cut a voxel
+                break
+            n += multiple
+        else:
+            start, n = 0, size
+        box.append(slice(start, start + n))
+    return tuple(box)

@@ -366,7 +366,7 @@ def test_the_heads_box_holds_the_head_and_its_margin_on_an_even_offset(seed):
     image[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = 1.0
     box = model.head_box(image, 3.0, multiple=16, margin_mm=12.0)  # 4 voxels
     for b, a, z, n in zip(box, lo, hi, shape, strict=True):
-        assert 0 <= b.start and b.stop <= n
+        assert b.start >= 0 and b.stop <= n
         assert (b.stop - b.start) % 16 == 0 or (b.start, b.stop) == (0, n)
         assert b.start % 2 == 0
         assert b.start <= max(0, a - 4) and b.stop >= min(n, z + 4)  # the head and 12 mm of air

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 import deephealth_deid as dd
 from deephealth_deid.data.phantom import LABELS, make_phantom_head
@@ -371,3 +372,23 @@ def test_the_heads_box_holds_the_head_and_its_margin_on_an_even_offset(seed):
         assert b.start % 2 == 0
         assert b.start <= max(0, a - 4) and b.stop >= min(n, z + 4)  # the head and 12 mm of air
     assert model.head_box(np.zeros(shape, np.float32), 3.0, multiple=16) == tuple(slice(0, n) for n in shape)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_depth_under_the_skin_is_worked_out_in_the_heads_box_as_on_the_whole_array(seed):
+    from deephealth_deid.deface.postprocess import surface_depth
+
+    rng = np.random.default_rng(seed)
+    shape = (40, 48, 44)
+    spacing = (1.0, 1.5, 3.0) if seed % 2 else (3.0, 3.0, 3.0)
+    head = ndimage.gaussian_filter(rng.random(shape), 3) > 0.5  # blobs, some at the array's edge
+    head[rng.integers(0, 40), :, :] &= seed % 3 == 0  # a cut through the head
+    # The whole array: closed by a box 3 mm each way (padded so the edge stays open), holes
+    # filled, distance to the nearest voxel outside.
+    r = np.maximum(1, np.round(3.0 / np.asarray(spacing)).astype(int))
+    padded = np.pad(head, [(int(k), int(k)) for k in r])
+    closed = ndimage.binary_closing(padded, structure=np.ones(tuple(2 * r + 1), bool))
+    filled = ndimage.binary_fill_holes(closed[tuple(slice(int(k), -int(k)) for k in r)] | head)
+    expected = ndimage.distance_transform_edt(filled, sampling=spacing).astype(np.float32)
+    np.testing.assert_array_equal(surface_depth(head, spacing), expected)
+    assert not surface_depth(np.zeros(shape, bool), spacing).any()

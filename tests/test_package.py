@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -40,6 +41,22 @@ def test_console_script_version_and_help():
     assert out.returncode == 0
     for name in SUBCOMMANDS:
         assert name in out.stdout
+
+
+def test_console_script_ends_with_its_outputs_written_and_streams_flushed(tmp_path, chris_t1):
+    """``deid`` skips the interpreter's teardown: what it wrote and printed is all there."""
+    cmd = [sys.executable, "-m", "deephealth_deid"]
+    dst = tmp_path / "copy.nii.gz"
+    out = subprocess.run([*cmd, "convert", str(chris_t1), str(dst)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "wrote" in out.stderr  # the log line, flushed
+    assert np.array_equal(nib.load(dst).get_fdata(), nib.load(chris_t1).get_fdata())
+    out = subprocess.run([*cmd, "info", str(dst), "--json"], capture_output=True, text=True)
+    assert out.returncode == 0 and json.loads(out.stdout)["shape"] == [188, 256, 190]
+    out = subprocess.run([*cmd, "convert", str(chris_t1), str(dst)], capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr  # the command's own code: refused to overwrite
+    out = subprocess.run([*cmd, "frobnicate"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown command" in out.stderr
 
 
 @pytest.mark.parametrize("name", sorted(SUBCOMMANDS))

@@ -1,19 +1,24 @@
 """The ``deid`` command: one entry point, one module per subcommand.
 
 Each subcommand module has ``main(argv: list[str] | None = None) -> int`` so it
-can be called from Python and from tests. Heavy imports (engines) happen inside
-the commands, so ``deid --help`` is instant.
+can be called from Python and from tests. The compute engines (PyTorch, EDDL)
+are imported inside the commands that need them. The console script is
+:func:`console_main`.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import multiprocessing
 import os
 import sys
+import threading
+from typing import NoReturn
 
 from .._version import __version__
 
-__all__ = ["main", "SUBCOMMANDS"]
+__all__ = ["main", "console_main", "SUBCOMMANDS"]
 
 #: Subcommand name -> (module, one-line summary).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -80,3 +85,25 @@ def main(argv: list[str] | None = None) -> int:
         # devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it
+
+
+def console_main() -> NoReturn:
+    """The ``deid`` console script: :func:`main`, then the process ends at once.
+
+    When the command has returned, its outputs are written and closed; what is
+    left is the interpreter's teardown (unloading SciPy, ONNX Runtime and the
+    rest: about a quarter of a second after a defacing job, 7% of it). The log
+    handlers and the standard streams are flushed and the process exits with
+    the command's code. Where a thread or a worker process is still alive the
+    interpreter ends as usual, so nothing can be cut short.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away, a closed stream
+            pass
+    if threading.active_count() > 1 or multiprocessing.active_children():
+        sys.exit(code)
+    os._exit(code)

@@ -8,6 +8,7 @@ are imported inside the commands that need them. The console script is
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -100,10 +101,8 @@ def console_main() -> NoReturn:
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away, a closed stream
             stream.flush()
-        except (OSError, ValueError):  # a reader that went away, a closed stream
-            pass
     if threading.active_count() > 1 or multiprocessing.active_children():
         sys.exit(code)
     os._exit(code)

@@ -24,7 +24,7 @@ HEAD_MARGIN_MM = 9.0
 
 # The box starts an even number of voxels into the grid: on held-out synthetic heads the shipped
 # network's nose Dice is 0.27-0.28 at every even shift of the head on the grid and 0.24 at every
-# odd one (the pooling's phase), and the box must not change what the whole grid gives.
+# odd one (where the poolings fall), and the box must not change what the whole grid gives.
 _BOX_STEP = 2
 
 
@@ -90,9 +90,10 @@ def head_box(
     The box holds the head (where :func:`~.conform.grid_depth` is above 0) and
     ``margin_mm`` (default :data:`HEAD_MARGIN_MM`) of air on every side,
     grown about its centre to a multiple of ``multiple`` voxels (the
-    network's stride), moved inside the image and to an even offset. On a
-    head that does not fill the grid (most fields of view cut the neck) the
-    network runs on about half the voxels. Every feature lies on the head's
+    network's stride), moved inside the image and to an even offset. The
+    network then runs on 0.44 of the grid's voxels on ``chris_t1`` (its field
+    of view cuts the neck) and on about 0.8 on the synthetic heads, whose necks
+    run to the grid's edge. Every feature lies on the head's
     surface, so it is inside; the network was trained on patches smaller than
     the grid, so a box is what it knows. The whole image when there is no head.
 

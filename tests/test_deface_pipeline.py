@@ -392,3 +392,35 @@ def test_depth_under_the_skin_is_worked_out_in_the_heads_box_as_on_the_whole_arr
     expected = ndimage.distance_transform_edt(filled, sampling=spacing).astype(np.float32)
     np.testing.assert_array_equal(surface_depth(head, spacing), expected)
     assert not surface_depth(np.zeros(shape, bool), spacing).any()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_outline_of_a_feature_is_qhulls_convex_hull(seed):
+    """The fill's outline (a monotone chain) has Qhull's edges: lattice points, collinear runs, repeats."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    from deephealth_deid.deface.postprocess import convex_outline
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    kind = seed % 3
+    if kind == 0:  # voxel centres seen through a rotated affine, with repeats
+        pts = rng.integers(0, 12, size=(n, 2)).astype(float) @ np.array([[0.8, 0.6], [-0.6, 0.8]]) * 0.9
+    elif kind == 1:  # points on a line, now and then one off it
+        t = rng.random(n)
+        pts = np.stack([t, 2 * t + 1], axis=1)
+        if seed % 2:
+            pts[0] += (0.0, 0.5)
+    else:
+        pts = rng.normal(size=(n, 2)) * (30, 5)
+    ours = convex_outline(pts)
+    try:
+        hull = ConvexHull(pts)
+    except (QhullError, ValueError):
+        assert ours is None
+        return
+    assert ours is not None
+    normals, offsets = ours
+    edges = np.round(np.column_stack([normals, offsets]), 9)
+    expected = np.round(hull.equations, 9)
+    assert sorted(map(tuple, edges)) == sorted(map(tuple, expected))

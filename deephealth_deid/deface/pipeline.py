@@ -138,7 +138,7 @@ def deface(
     fill = face_depth_mm > 0
     box = _box(native_labels > 0, volume.spacing, pad_mm=margin_mm + 2.0)
     if box is not None and fill:
-        box = _union(box, _fill_box(native_labels, volume))
+        box = _union(box, _fill_box(native_labels, volume, box))
     predicted = _counts(native_labels[box] if box is not None else native_labels[:0])
     labels = np.zeros_like(native_labels)
     clipped = deep = deep_near_brain = 0
@@ -201,14 +201,19 @@ def _box(mask: np.ndarray, spacing: tuple[float, ...], *, pad_mm: float) -> tupl
     return tuple(box)
 
 
-def _fill_box(labels: np.ndarray, volume: Volume) -> tuple[slice, ...] | None:
-    """Where the fill can reach: the face's box open to the front, and the ears' box (grown by the margin)."""
+def _fill_box(labels: np.ndarray, volume: Volume, within: tuple[slice, ...]) -> tuple[slice, ...] | None:
+    """Where the fill can reach: the face's box open to the front, and the ears' box (grown by the margin).
+
+    ``within`` holds every labelled voxel.
+    """
     pad = FACE_MARGIN_MM + 2.0
     boxes = []
-    face = np.argwhere(np.isin(labels, FACE_LABELS))
+    sub = labels[within]
+    corner = np.array([sl.start for sl in within])
+    face = np.argwhere(np.isin(sub, FACE_LABELS)) + corner
     if face.size:
         boxes.append(open_box(to_ras(face, volume.affine), volume.affine, labels.shape, pad, 1, 1.0))
-    ears = np.argwhere(labels == 4)
+    ears = np.argwhere(sub == 4) + corner
     if ears.size:
         boxes.append(open_box(to_ras(ears, volume.affine), volume.affine, labels.shape, pad))
     if not boxes:

@@ -338,10 +338,10 @@ def _outside_octagon(pts: np.ndarray) -> np.ndarray:
     poly = poly[(poly != np.roll(poly, 1, axis=0)).any(axis=1)]  # a corner extreme two ways
     if len(poly) < 3:
         return pts
-    edges = np.roll(poly, -1, axis=0) - poly
-    rel = pts[:, None, :] - poly[None, :, :]
-    cross = edges[None, :, 0] * rel[:, :, 1] - edges[None, :, 1] * rel[:, :, 0]
-    return pts[~(cross > 0).all(axis=1)]
+    inside = np.ones(len(pts), bool)
+    for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
+        inside &= (bx - ax) * (pts[:, 1] - ay) - (by - ay) * (pts[:, 0] - ax) > 0
+    return pts[~inside]
 
 
 def _half_hull(pts: np.ndarray) -> list[np.ndarray]:

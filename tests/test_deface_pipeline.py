@@ -424,3 +424,29 @@ def test_the_outline_of_a_feature_is_qhulls_convex_hull(seed):
     edges = np.round(np.column_stack([normals, offsets]), 9)
     expected = np.round(hull.equations, 9)
     assert sorted(map(tuple, edges)) == sorted(map(tuple, expected))
+
+
+@pytest.mark.parametrize(
+    ("columns", "max_voxels"),
+    [
+        ([[3, 0, 0], [0, 3, 0], [0, 0, 3]], None),
+        ([[0.8, 0, 0], [0, 0, -1.2], [0, 4.0, 0]], None),  # anisotropic, axes swapped
+        ([[3, 0, 0], [0, 3, 1.5], [0, 0, 3]], None),  # sheared (gantry tilt): the k-d tree
+        ([[1, 0, 0], [0, 1, 0], [0, 0, 2]], 0),  # a box too large to transform: the k-d tree
+    ],
+)
+def test_the_fill_labels_each_voxel_after_a_nearest_feature_voxel_in_mm(columns, max_voxels, monkeypatch):
+    from deephealth_deid.deface import postprocess
+
+    if max_voxels is not None:
+        monkeypatch.setattr(postprocess, "_MAX_TRANSFORM_VOXELS", max_voxels)
+    rng = np.random.default_rng(0)
+    affine = np.eye(4)
+    affine[:3, :3] = columns
+    feature = np.unique(rng.integers(0, 20, size=(60, 3)), axis=0)
+    points = rng.integers(-5, 25, size=(300, 3))
+    found = postprocess._nearest(feature, points, affine)
+    ras = lambda v: v @ affine[:3, :3].T  # noqa: E731
+    best = np.linalg.norm(ras(points)[:, None] - ras(feature)[None], axis=2).min(axis=1)
+    np.testing.assert_allclose(np.linalg.norm(ras(points) - ras(found), axis=1), best, rtol=1e-9, atol=1e-9)
+    assert (feature[:, None] == found[None]).all(axis=2).any(axis=0).all()  # each is a feature voxel

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -46,17 +49,23 @@ def test_console_script_version_and_help():
 def test_console_script_ends_with_its_outputs_written_and_streams_flushed(tmp_path, chris_t1):
     """``deid`` skips the interpreter's teardown: what it wrote and printed is all there."""
     cmd = [sys.executable, "-m", "deephealth_deid"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as usual
+    run = functools.partial(subprocess.run, capture_output=True, text=True, env=env)
     dst = tmp_path / "copy.nii.gz"
-    out = subprocess.run([*cmd, "convert", str(chris_t1), str(dst)], capture_output=True, text=True)
+    out = run([*cmd, "convert", str(chris_t1), str(dst)])
     assert out.returncode == 0, out.stderr
     assert "wrote" in out.stderr  # the log line, flushed
     assert np.array_equal(nib.load(dst).get_fdata(), nib.load(chris_t1).get_fdata())
-    out = subprocess.run([*cmd, "info", str(dst), "--json"], capture_output=True, text=True)
+    out = run([*cmd, "info", str(dst), "--json"])
     assert out.returncode == 0 and json.loads(out.stdout)["shape"] == [188, 256, 190]
-    out = subprocess.run([*cmd, "convert", str(chris_t1), str(dst)], capture_output=True, text=True)
+    out = run([*cmd, "convert", str(chris_t1), str(dst)])
     assert out.returncode == 1 and out.stderr  # the command's own code: refused to overwrite
-    out = subprocess.run([*cmd, "frobnicate"], capture_output=True, text=True)
+    out = run([*cmd, "frobnicate"])
     assert out.returncode == 2 and "unknown command" in out.stderr
+    if Path("/dev/full").exists():  # the standard output cannot be written: not a success
+        with open("/dev/full", "w") as full:
+            out = subprocess.run([*cmd, "--version"], stdout=full, stderr=subprocess.PIPE, text=True, env=env)
+        assert out.returncode != 0 and "could not write" in out.stderr
 
 
 @pytest.mark.parametrize("name", sorted(SUBCOMMANDS))

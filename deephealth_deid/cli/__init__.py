@@ -95,14 +95,28 @@ def console_main() -> NoReturn:
     left is the interpreter's teardown (unloading SciPy, ONNX Runtime and the
     rest: about a quarter of a second after a defacing job, 7% of it). The log
     handlers and the standard streams are flushed and the process exits with
-    the command's code. Where a thread or a worker process is still alive the
-    interpreter ends as usual, so nothing can be cut short.
+    the command's code; when the standard output cannot be written (a full
+    disk), with 120 as Python would, and 141 when its reader went away. Where
+    a thread or a worker process is still alive the interpreter ends as
+    usual, so nothing can be cut short.
     """
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:  # the reader went away before a command ran (deid --help | head -0)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a reader that went away, a closed stream
-            stream.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away: as main() reports it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = code or 141
+    except OSError as exc:  # a full disk: what was printed is not all there
+        with contextlib.suppress(OSError, ValueError):
+            print(f"deid: could not write the standard output: {exc}", file=sys.stderr)
+        code = code or 120
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
     if threading.active_count() > 1 or multiprocessing.active_children():
         sys.exit(code)
     os._exit(code)

@@ -82,10 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.main(args[1:]))
     except BrokenPipeError:
-        # The reader went away (``deid info ... | head``): not an error of ours. Point stdout at
-        # devnull so the interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, as a shell reports it
+        return _reader_gone()
 
 
 def console_main() -> NoReturn:
@@ -103,14 +100,12 @@ def console_main() -> NoReturn:
     try:
         code = main()
     except BrokenPipeError:  # the reader went away before a command ran (deid --help | head -0)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 141
+        code = _reader_gone()
     logging.shutdown()
     try:
         sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away: as main() reports it
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = code or 141
+    except BrokenPipeError:
+        code = code or _reader_gone()
     except OSError as exc:  # a full disk: what was printed is not all there
         with contextlib.suppress(OSError, ValueError):
             print(f"deid: could not write the standard output: {exc}", file=sys.stderr)
@@ -120,3 +115,13 @@ def console_main() -> NoReturn:
     if threading.active_count() > 1 or multiprocessing.active_children():
         sys.exit(code)
     os._exit(code)
+
+
+def _reader_gone() -> int:
+    """The reader of the standard output went away (``deid info ... | head``): not an error of ours.
+
+    Stdout is pointed at devnull so that no later flush raises again; the code is 141
+    (128 + SIGPIPE), as a shell reports it.
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141

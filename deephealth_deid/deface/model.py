@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import ModelCheckError
 from ..shipped import warn_if_not_validated
 from .conform import grid_depth, network_input
+from .postprocess import mask_box
 
 __all__ = ["load_predictor", "head_box", "DEFAULT_GRID", "HEAD_MARGIN_MM"]
 
@@ -105,14 +106,13 @@ def head_box(
         (slice(10, 58, None), slice(26, 74, None), slice(34, 66, None))
     """
     margin_mm = HEAD_MARGIN_MM if margin_mm is None else margin_mm
-    head = grid_depth(image, spacing) > 0
-    if not head.any():
+    found = mask_box(grid_depth(image, spacing) > 0)
+    if found is None:
         return tuple(slice(0, n) for n in image.shape)
     pad = int(np.ceil(margin_mm / spacing))
     box = []
-    for axis, size in enumerate(image.shape):
-        idx = np.nonzero(head.any(axis=tuple(a for a in range(image.ndim) if a != axis)))[0]
-        lo, hi = int(idx[0]) - pad, int(idx[-1]) + 1 + pad
+    for head, size in zip(found, image.shape, strict=True):
+        lo, hi = head.start - pad, head.stop + pad
         n = -(-(hi - lo) // multiple) * multiple
         while n < size:
             start = min(max(0, (lo + hi - n) // 2), size - n)

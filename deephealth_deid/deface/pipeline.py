@@ -20,7 +20,15 @@ import numpy as np
 from ..io.volume import Volume
 from .apply import apply_mask, background_values
 from .conform import Grid, conform, grid_depth, head_threshold, map_back_labels, sample_on_native
-from .postprocess import FACE_LABELS, fill_face, grow_and_guard, keep_plausible_components, open_box, to_ras
+from .postprocess import (
+    FACE_LABELS,
+    fill_face,
+    grow_and_guard,
+    keep_plausible_components,
+    mask_box,
+    open_box,
+    to_ras,
+)
 
 __all__ = ["FEATURE_NAMES", "DefaceQC", "DefaceResult", "deface", "Predictor"]
 
@@ -190,15 +198,7 @@ def deface(
 
 def _box(mask: np.ndarray, spacing: tuple[float, ...], *, pad_mm: float) -> tuple[slice, ...] | None:
     """Bounding box of ``mask`` grown by ``pad_mm``, clipped to the array; None if empty."""
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.nonzero(mask.any(axis=other))[0]
-        pad = int(np.ceil(pad_mm / spacing[axis]))
-        box.append(slice(max(0, int(idx[0]) - pad), min(mask.shape[axis], int(idx[-1]) + pad + 1)))
-    return tuple(box)
+    return mask_box(mask, [int(np.ceil(pad_mm / s)) for s in spacing])
 
 
 def _fill_box(labels: np.ndarray, volume: Volume, within: tuple[slice, ...]) -> tuple[slice, ...] | None:

@@ -23,6 +23,7 @@ Four steps, each one a safeguard against a known way defacers fail:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -36,6 +37,7 @@ __all__ = [
     "grow_and_guard",
     "holes",
     "keep_plausible_components",
+    "mask_box",
     "surface_depth",
     "to_ras",
 ]
@@ -97,20 +99,28 @@ def surface_depth(head: np.ndarray, spacing: tuple[float, float, float]) -> np.n
     the ear canals count as inside: depth is measured from the outer skin.
     """
     depth = np.zeros(head.shape, np.float32)
-    if not head.any():
-        return depth
     # Worked out in the head's box grown by the closing's reach and one voxel of air: the same
     # values as on the whole array (every voxel beyond is air, farther than the box's own), in
     # a third of the time on a conformed head.
-    pad = _closing_radius(spacing) + 1
-    (bbox,) = ndimage.find_objects(head.astype(np.uint8))
-    box = tuple(
-        slice(max(0, b.start - int(p)), min(n, b.stop + int(p)))
-        for b, p, n in zip(bbox, pad, head.shape, strict=True)
-    )
+    box = mask_box(head, _closing_radius(spacing) + 1)
+    if box is None:
+        return depth
     filled = _fill(head[box], spacing)
     depth[box] = ndimage.distance_transform_edt(filled, sampling=spacing)
     return depth
+
+
+def mask_box(mask: np.ndarray, pad: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask`` grown by ``pad`` voxels (per axis, or the same on all),
+    clipped to the array; ``None`` when the mask is empty."""
+    found = ndimage.find_objects(np.asarray(mask, dtype=np.uint8))
+    if not found:
+        return None
+    pads = np.broadcast_to(np.asarray(pad, dtype=int), (mask.ndim,))
+    return tuple(
+        slice(max(0, b.start - int(p)), min(n, b.stop + int(p)))
+        for b, p, n in zip(found[0], pads, mask.shape, strict=True)
+    )
 
 
 def _closing_radius(spacing: tuple[float, float, float]) -> np.ndarray:

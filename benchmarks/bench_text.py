@@ -70,7 +70,11 @@ def true_regions(sample: Any) -> Regions:
 
 
 def ours(
-    model: str | None, engine: str, threads: int, threshold: float | None = None
+    model: str | None,
+    engine: str,
+    threads: int,
+    threshold: float | None = None,
+    grow_threshold: float | None = None,
 ) -> Callable[[np.ndarray], Regions] | None:
     from deephealth_deid.engines import get_engine
     from deephealth_deid.errors import EngineUnavailableError
@@ -80,7 +84,8 @@ def ours(
         get_engine(engine, device="cpu").set_threads(threads)
     except EngineUnavailableError:
         return None
-    options = {} if threshold is None else {"threshold": threshold}
+    given = {"threshold": threshold, "grow_threshold": grow_threshold}
+    options = {k: v for k, v in given.items() if v is not None}
     det = load_text_detector(model, engine=engine, device="cpu", **options)
     return det.detect
 
@@ -121,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threshold", type=float, help="text probability threshold (default: the model file's, else 0.5)"
     )
+    parser.add_argument(
+        "--grow-threshold",
+        type=float,
+        help="probability text blobs grow to (default: the model file's, else none)",
+    )
     parser.add_argument("--n", type=int, default=10, help="images per size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=3_000_000, help="generator seed of the held-out images")
@@ -129,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fit", action="store_true", help="do not fit boxes to their ink")
     args = parser.parse_args(argv)
     detectors = {
-        "ours, onnxruntime": ours(args.model, "onnxruntime", args.threads, args.threshold),
-        "ours, torch": ours(args.model, "torch", args.threads, args.threshold),
+        f"ours, {engine}": ours(args.model, engine, args.threads, args.threshold, args.grow_threshold)
+        for engine in ("onnxruntime", "torch")
     }
     if not args.only_ours:
         detectors |= {"rapidocr-det": rapidocr(), "tesseract": tesseract()}

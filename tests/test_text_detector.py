@@ -422,14 +422,23 @@ def _save(engine, spec: UNetSpec, path: Path, **metadata) -> Path:
     return path
 
 
-def test_a_model_file_carries_its_threshold(torch_engine, tmp_path):
-    """The threshold chosen when a model was shipped is the loader's default; an explicit one wins."""
+def test_a_model_file_carries_its_thresholds(torch_engine, tmp_path):
+    """The thresholds chosen when a model was shipped are the loader's defaults; explicit ones win."""
     spec = text_unet_spec(widths=(4, 8))
-    own = _save(torch_engine, spec, tmp_path / "own.st", task="text", threshold=0.3)
+    own = _save(torch_engine, spec, tmp_path / "own.st", task="text", threshold=0.3, grow_threshold=0.1)
     plain = _save(torch_engine, spec, tmp_path / "plain.st", task="text")
-    assert load_text_detector(own, engine="torch", device="cpu").threshold == 0.3
-    assert load_text_detector(own, engine="torch", device="cpu", threshold=0.6).threshold == 0.6
-    assert load_text_detector(plain, engine="torch", device="cpu").threshold == 0.5
+    det = load_text_detector(own, engine="torch", device="cpu")
+    assert (det.threshold, det.grow_threshold) == (0.3, 0.1)
+    det = load_text_detector(own, engine="torch", device="cpu", threshold=0.6, grow_threshold=0.2)
+    assert (det.threshold, det.grow_threshold) == (0.6, 0.2)
+    det = load_text_detector(plain, engine="torch", device="cpu")
+    assert (det.threshold, det.grow_threshold) == (0.5, None)
+
+
+def test_the_shipped_text_model_carries_its_operating_point():
+    """The shipped file's thresholds, chosen on held-out images (models/text_unet.md), are what loads."""
+    det = load_text_detector(engine="torch", device="cpu")
+    assert (det.threshold, det.grow_threshold) == (0.2, 0.1)
 
 
 def test_only_a_2d_rgb_two_class_text_model_loads(torch_engine, tmp_path):

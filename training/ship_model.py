@@ -33,11 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         help="text models: the probability from which a pixel is text, chosen on held-out images "
         "(load_text_detector's default for this file)",
     )
+    parser.add_argument(
+        "--grow-threshold",
+        type=float,
+        help="text models: the lower probability to which text blobs grow (hysteresis), chosen on "
+        "held-out images (load_text_detector's default for this file)",
+    )
     args = parser.parse_args(argv)
     dst = MODELS / args.file
     extra = {
         **({"status": args.status} if args.status else {}),
         **({"threshold": args.threshold} if args.threshold is not None else {}),
+        **({"grow_threshold": args.grow_threshold} if args.grow_threshold is not None else {}),
     }
     if extra:
         from deephealth_deid.engines import get_engine

@@ -63,7 +63,7 @@ for task in $tasks; do
             || echo "bench_deface failed: see its log" >&2 ;;
     text)
         "$python" "$root/benchmarks/bench_text.py" --model "$out/text/model.safetensors" --n 10 \
-            --threshold 0.2 --only-ours >"$out/bench_text.log" 2>&1 || echo "bench_text failed: see its log" >&2 ;;
+            --threshold 0.2 --grow-threshold 0.1 --only-ours >"$out/bench_text.log" 2>&1 || echo "bench_text failed: see its log" >&2 ;;
     esac
 done
 grep -h "validation Dice" "$out"/train_*.log | tail -n 4 || true

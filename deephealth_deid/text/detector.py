@@ -76,9 +76,9 @@ def load_text_detector(
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
         **options: Options of :class:`~.network.NetTextDetector`
             (``threshold``, ``grow_threshold``, ``tile``, ``overlap``, ``min_area_px``,
-            ``bridge_gap``, ``vertical_look``, ``min_score``). ``threshold`` defaults to the
-            model file's own (its metadata's ``threshold``, chosen on held-out
-            images when it was shipped), else 0.5.
+            ``bridge_gap``, ``vertical_look``, ``min_score``). ``threshold`` and
+            ``grow_threshold`` default to the model file's own (its metadata's,
+            chosen on held-out images when it was shipped), else 0.5 and none.
 
     Returns:
         A :class:`~.network.NetTextDetector` whose regions have ``source='net'``.
@@ -108,8 +108,9 @@ def load_text_detector(
             raise InputNotFoundError(f"{path}: no such text-detection model file")
     stat = path.stat()
     eng, net, spec, metadata = _load(str(path), sha256, engine, device, (stat.st_size, stat.st_mtime_ns))
-    if "threshold" in metadata:  # the operating point chosen for this file on held-out images
-        options.setdefault("threshold", float(metadata["threshold"]))
+    for key in ("threshold", "grow_threshold"):  # the operating point chosen for this file on held-out images
+        if metadata.get(key) is not None:
+            options.setdefault(key, float(metadata[key]))
     return NetTextDetector(eng, net, spec=spec, **options)
 
 

@@ -154,7 +154,11 @@ class NetTextDetector:
         spec: The model's spec; read from ``model.spec`` when not given.
         threshold: Text probability from which a pixel is text.
         grow_threshold: Lower probability text blobs grow to
-            (:func:`regions_from_probabilities`); ``None`` for none.
+            (:func:`regions_from_probabilities`); ``None`` for none. The
+            shipped model's file sets 0.1 (with its threshold 0.2): on 937
+            identifying strings of held-out images (nine seeds, 512 to
+            2048 px) recall rose from 908 to 916, for 3-4 points more
+            blanked area outside text (``models/text_unet.md``).
         tile: Largest side predicted in one pass (rounded up to the stride);
             larger frames are cut into overlapping tiles. Bounds the memory
             used, not the resolution: frames are never downscaled. The

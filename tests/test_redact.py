@@ -571,6 +571,48 @@ def test_multiframe_dicom_with_a_repeated_frame_is_detected_once(tmp_path):
     assert np.array_equal(res.mask[0], res.mask[1]) or not repeated
 
 
+class CountingOcr(OcrBackend):
+    """Reads every crop as one harmless marker, and keeps the crops it was given."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.crops: list[np.ndarray] = []
+
+    @classmethod
+    def is_available(cls):
+        return True
+
+    def read(self, crop):
+        self.crops.append(np.array(crop))
+        return ("L", 0.99)
+
+    def find(self, frame):
+        return []
+
+
+def test_a_cine_reads_each_distinct_text_crop_once():
+    """The same text on changing anatomy is read once; a frame whose text changed is read again."""
+    img = _image("MONOCHROME2", frames=6, rows=40, cols=64)
+    frames = img.frames.copy()
+    frames[:, 3:14, 8:34] = frames[0, 3:14, 8:34]  # the burned-in text, the same on every frame ...
+    frames[4, 3:14, 8:34] = 255 - frames[0, 3:14, 8:34]  # ... but on frame 4, where it changed
+    img = img.with_frames(frames)
+    det = FakeDetector([(10, 5, 32, 12)])
+    reader = CountingOcr()
+    res = redact_text(img, detector=det, ocr=reader)
+    assert det.calls == 6  # every frame differs (the anatomy), so every frame is detected
+    assert len(reader.crops) == 2  # but only two different crops were read
+    assert not np.array_equal(reader.crops[0], reader.crops[1])
+    assert [(r.frame, r.text, r.decision) for r in res.regions] == [(i, "L", "keep") for i in range(6)]
+    # Without the shared reading, the same decisions: each frame alone.
+    for i in range(6):
+        alone = redact_text(
+            Image(frames[i : i + 1], "MONOCHROME2"), detector=FakeDetector(det.boxes), ocr=CountingOcr()
+        )
+        assert [(r.text, r.decision) for r in alone.regions] == [("L", "keep")]
+
+
 # ----------------------------------------------------------------------------------------------------
 # QC picture
 

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -228,7 +229,12 @@ def _instance(name: str) -> OcrBackend:
 
 
 def read_regions(
-    regions: Sequence[Region], frame: np.ndarray, ocr: OcrBackend, *, pad: int = 2
+    regions: Sequence[Region],
+    frame: np.ndarray,
+    ocr: OcrBackend,
+    *,
+    pad: int = 2,
+    cache: dict[bytes, tuple[str, float]] | None = None,
 ) -> list[Region]:
     """``regions`` of one frame with ``text`` and ``text_confidence`` read by ``ocr``.
 
@@ -240,6 +246,12 @@ def read_regions(
         frame: The frame as given to the detector (uint8 RGB or grey).
         ocr: The backend.
         pad: Pixels added around each box before reading.
+        cache: Readings of ``ocr`` by crop, kept by the caller across the
+            frames of one image: a crop identical, byte for byte, to one read
+            before is not read again (the frames of an ultrasound cine carry
+            the same burned-in text on changing anatomy). Keyed by a digest of
+            the crop, so it holds no pixels; it holds what was read, which is
+            patient data: keep it no longer than the image.
     """
     rows, cols = frame.shape[:2]
     out = []
@@ -248,7 +260,14 @@ def read_regions(
             out.append(r)
             continue
         crop = frame[max(r.y0 - pad, 0) : min(r.y1 + pad, rows), max(r.x0 - pad, 0) : min(r.x1 + pad, cols)]
-        text, conf = ocr.read(crop)
+        if cache is None:
+            text, conf = ocr.read(crop)
+        else:
+            crop = np.ascontiguousarray(crop)
+            key = hashlib.blake2b(crop, digest_size=32).digest() + repr((crop.shape, crop.dtype.str)).encode()
+            if key not in cache:
+                cache[key] = ocr.read(crop)
+            text, conf = cache[key]
         out.append(r.with_(text=text, text_confidence=conf if text else 0.0))
     return out
 

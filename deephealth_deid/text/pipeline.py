@@ -1,8 +1,8 @@
 """``redact_text``: find burned-in text on every frame, decide what identifies, blank it.
 
-detect (per distinct frame) -> read (OCR, optional) -> fit the boxes to their
-ink where it lies on a plain background -> add device rules ->
-decide (policy, against the image's own header) -> blank -> for DICOM: remove
+detect (per distinct frame) -> read (OCR, optional; each distinct crop once) ->
+fit the boxes to their ink where it lies on a plain background -> add device
+rules -> decide (policy, against the image's own header) -> blank -> for DICOM: remove
 overlays and set *Burned In Annotation* to ``NO``.
 
 Example:
@@ -199,6 +199,7 @@ def redact_text(
     )
 
     seen: dict[bytes, list[Region]] = {}
+    readings: dict[bytes, tuple[str, float]] = {}  # OCR by crop: a cine repeats its text on every frame
     distinct: list[int] = []
     regions: list[Region] = []
     detected = 0
@@ -211,7 +212,7 @@ def redact_text(
             found = _found(det.detect(frame), image.rows, image.columns)
             detected += len(found)
             if reader is not None:
-                found = read_regions(found, frame, reader)
+                found = read_regions(found, frame, reader, cache=readings)
             if fit and pad_px is None:  # after reading: OCR reads best with the background around
                 found = fit_regions(found, image.frames[i])
             decided = pol.decide_all([*found, *rule_regions], terms)

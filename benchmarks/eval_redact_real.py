@@ -28,7 +28,7 @@ import numpy as np
 
 import deephealth_deid as dd
 from deephealth_deid.io.dicom_image import header_values
-from deephealth_deid.text.evaluate import anatomy_frames, blanked_share
+from deephealth_deid.text.evaluate import anatomy_frames, blanked_share, identifying_read
 from deephealth_deid.text.ocr import get_ocr
 from deephealth_deid.text.pipeline import display_frame
 from deephealth_deid.text.policy import IDENTIFYING_KEYWORDS, HeaderTerms, Policy
@@ -43,16 +43,6 @@ FILES = (
 )
 TEXT_FREE = "MR_small.dcm"
 HEAD = Path(__file__).resolve().parent.parent / "tests" / "data" / "heads" / "chris_t1.nii.gz"
-
-
-def identifying(ocr, frame: np.ndarray, policy: Policy, terms: HeaderTerms) -> list[tuple[str, str]]:
-    """(text, reason) of every line OCR reads on ``frame`` that the policy calls identifying."""
-    out = []
-    for _box, text, _conf in ocr.find(frame):
-        reason = policy.identifying_reason(text, terms)
-        if reason is not None:
-            out.append((text, reason))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         before = after = 0
         left: list[str] = []
         for f in res.qc.distinct_frames[:3]:
-            before += len(identifying(ocr, display_frame(image, f), policy, terms))
-            remaining = identifying(ocr, display_frame(res.image, f), policy, terms)
+            before += len(identifying_read(ocr, display_frame(image, f), terms, policy))
+            remaining = identifying_read(ocr, display_frame(res.image, f), terms, policy)
             after += len(remaining)
-            left += [reason for _text, reason in remaining]
+            left += remaining
         outside = ~res.mask
         same = bool(np.array_equal(res.image.frames[outside], image.frames[outside]))
         ok &= after == 0 and same

@@ -691,22 +691,44 @@ def test_get_ocr_none_and_unknown():
         get_ocr("abbyy")
 
 
+@pytest.fixture
+def no_ocr_installed(monkeypatch):
+    """Neither OCR backend's package can be found, whatever this machine has."""
+    real = ocr_module._module_available
+    monkeypatch.setattr(
+        ocr_module,
+        "_module_available",
+        lambda name: False if name in ("pytesseract", "rapidocr_onnxruntime") else real(name),
+    )
+    _clear_ocr_caches()
+    yield
+    _clear_ocr_caches()
+
+
 @pytest.mark.parametrize(
     ("name", "install"), [("tesseract", "tesseract-ocr"), ("rapidocr", "rapidocr_onnxruntime")]
 )
-def test_a_missing_ocr_backend_names_what_to_install(name, install):
-    if ocr_module.BACKENDS[name].is_available():
-        pytest.skip(f"the {name} OCR backend is installed here")
+def test_a_missing_ocr_backend_names_what_to_install(name, install, no_ocr_installed):
     with pytest.raises(EngineUnavailableError, match=install):
         get_ocr(name)
 
 
-def test_auto_ocr_is_none_when_nothing_is_installed():
-    if any(cls.is_available() for cls in ocr_module.BACKENDS.values()):
-        pytest.skip("an OCR backend is installed here")
+def test_auto_ocr_is_none_when_nothing_is_installed(no_ocr_installed):
     assert get_ocr("auto") is None
     with pytest.raises(EngineUnavailableError, match="pip install"):
         OcrDetector("auto")
+
+
+def test_an_ocr_backend_that_does_not_import_counts_as_missing(monkeypatch, no_ocr_installed):
+    """RapidOCR installed but broken (OpenCV without libGL): 'auto' goes on; asked by name, it says why."""
+    monkeypatch.setattr(ocr_module, "_module_available", lambda name: name == "rapidocr_onnxruntime")
+    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)  # any import of it now fails
+    _clear_ocr_caches()
+    assert get_ocr("auto") is None
+    with pytest.raises(EngineUnavailableError, match=r"does not import.*libgl1"):
+        get_ocr("rapidocr")
+    res = redact_text(_image("MONOCHROME2", rows=40, cols=64), detector=FakeDetector([BOX]))
+    assert res.qc.ocr is None and res.qc.blanked == 1  # without OCR: blanked
 
 
 @pytest.fixture
@@ -746,10 +768,14 @@ def fake_backends(monkeypatch):
     monkeypatch.setitem(sys.modules, "pytesseract", tess)
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", rapid)
     monkeypatch.setattr(ocr_module, "_module_available", lambda name: True)
-    ocr_module._tesseract_available.cache_clear()
-    ocr_module._instance.cache_clear()
+    _clear_ocr_caches()
     yield tess
+    _clear_ocr_caches()
+
+
+def _clear_ocr_caches():
     ocr_module._tesseract_available.cache_clear()
+    ocr_module._rapidocr_unusable.cache_clear()
     ocr_module._instance.cache_clear()
 
 

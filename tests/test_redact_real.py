@@ -46,6 +46,56 @@ def test_text_is_found_and_only_its_boxes_change(name, tmp_path):
         assert pydicom.dcmread(out).BurnedInAnnotation == "NO"
 
 
+#: Real images whose identifying strings (names, IDs, dates: the policy's reasons) RapidOCR reads.
+OCR_CHECKED = ("US1_UNCR.dcm", "OBXXXX1A.dcm", "gdcm-US-ALOKA-16.dcm", "color3d_jpeg_baseline.dcm")
+
+
+@pytest.fixture(scope="module")
+def rapidocr():
+    from deephealth_deid.text.ocr import RapidOcr, get_ocr
+
+    if not RapidOcr.is_available():
+        pytest.skip(f"RapidOCR reads the outputs, and it {RapidOcr.why_unavailable()}; {RapidOcr.install}")
+    return get_ocr("rapidocr")
+
+
+@pytest.mark.parametrize("ocr", ["none", "rapidocr"])
+@pytest.mark.parametrize("name", OCR_CHECKED)
+def test_ocr_reads_no_identifying_string_after_redaction(name, ocr, rapidocr):
+    """OCR reads names, IDs or dates on the input, and none on the output: with and without OCR in the policy.
+
+    With OCR, the regions it reads as harmless markers are kept; a misreading
+    must never keep an identifying string. The cine is checked on its first
+    three frames. Only reasons are compared, never the text (patient data).
+    """
+    from deephealth_deid.io.dicom_image import header_values
+    from deephealth_deid.io.image import Image
+    from deephealth_deid.text.evaluate import identifying_read
+    from deephealth_deid.text.pipeline import display_frame
+    from deephealth_deid.text.policy import IDENTIFYING_KEYWORDS, HeaderTerms
+
+    image = dd.load_image(_file(name))
+    header = header_values(image, IDENTIFYING_KEYWORDS)
+    if image.n_frames > 3:
+        image = Image(
+            image.frames[:3], image.photometric, palette=image.palette, palette_first=image.palette_first
+        )
+    res = dd.redact_text(image, ocr=ocr, header=header)
+    terms = HeaderTerms.from_header(header)
+    before = [
+        r for f in range(image.n_frames) for r in identifying_read(rapidocr, display_frame(image, f), terms)
+    ]
+    after = [
+        r
+        for f in range(image.n_frames)
+        for r in identifying_read(rapidocr, display_frame(res.image, f), terms)
+    ]
+    assert before, "the input should hold identifying strings OCR reads"
+    assert after == []
+    outside = ~res.mask
+    assert np.array_equal(res.image.frames[outside], image.frames[outside])
+
+
 def test_ultrasound_header_band_is_blanked():
     """US1_UNCR's header band (rows 0-104: names, dates, the device's text) is blanked.
 

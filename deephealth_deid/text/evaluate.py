@@ -1,11 +1,14 @@
-"""Measure a text detector on real images without text: how much of them it would blank.
+"""Measure redaction on real images: what OCR still reads, and how much of a text-free image is blanked.
 
-A detector that marks anatomy as text blanks research data; on a text-free
-image every region is a false positive. :func:`anatomy_frames` cuts such
-images from a real head volume (three orientations, four positions, displayed
-at 64 to 512 pixels, from thumbnails to full views), and :func:`blanked_share`
-counts the frames that get any region and the mean share of a frame inside
-the padded regions that redaction would fill.
+:func:`identifying_read` lists what an OCR backend reads on a frame that the
+policy calls identifying (by reason only, never the text): run on a frame
+before and after redaction, it tells whether any name, ID or date is still
+legible. A detector that marks anatomy as text blanks research data; on a
+text-free image every region is a false positive. :func:`anatomy_frames`
+cuts such images from a real head volume (three orientations, four positions,
+displayed at 64 to 512 pixels, from thumbnails to full views), and
+:func:`blanked_share` counts the frames that get any region and the mean
+share of a frame inside the padded regions that redaction would fill.
 
 Example:
     >>> import deephealth_deid as dd  # doctest: +SKIP
@@ -23,9 +26,11 @@ import numpy as np
 
 from ..io.volume import Volume
 from .blank import padded_box
+from .ocr import OcrBackend
+from .policy import HeaderTerms, Policy
 from .regions import Detector
 
-__all__ = ["anatomy_frames", "blanked_share", "FRAME_SIZES"]
+__all__ = ["anatomy_frames", "blanked_share", "identifying_read", "FRAME_SIZES"]
 
 #: Sides (pixels) the slices are displayed at.
 FRAME_SIZES: tuple[int, ...] = (64, 96, 128, 256, 512)
@@ -66,3 +71,24 @@ def blanked_share(detector: Detector, frames: Sequence[np.ndarray]) -> tuple[int
         hit += bool(regions)
         share += float(covered.mean())
     return hit, share / max(len(frames), 1)
+
+
+def identifying_read(
+    ocr: OcrBackend, frame: np.ndarray, terms: HeaderTerms, policy: Policy | None = None
+) -> list[str]:
+    """Why each line ``ocr`` reads on ``frame`` is identifying, for the lines the policy calls so.
+
+    Args:
+        ocr: The backend; its own text detection finds the lines
+            (:meth:`~.ocr.OcrBackend.find`).
+        frame: A displayed frame (uint8 grey or RGB).
+        terms: The image's own header values (names, IDs, dates).
+        policy: The policy deciding (default :class:`~.policy.Policy`).
+
+    Returns:
+        One reason per identifying line (``'matches PatientName'``, a pattern's
+        name); never the text itself, which is patient data.
+    """
+    policy = policy if policy is not None else Policy()
+    reasons = (policy.identifying_reason(text, terms) for _box, text, _conf in ocr.find(frame))
+    return [r for r in reasons if r is not None]

@@ -66,6 +66,11 @@ class OcrBackend(ABC):
     def is_available(cls) -> bool:
         """Whether the backend's packages (and programs) are installed."""
 
+    @classmethod
+    def why_unavailable(cls) -> str:
+        """Why the backend cannot be used here, completing "the OCR backend NAME ..."."""
+        return "is not installed"
+
     @abstractmethod
     def read(self, crop: np.ndarray) -> tuple[str, float]:
         """The text in ``crop`` (one line, uint8 grey or RGB) and a confidence 0 to 1.
@@ -148,17 +153,20 @@ class RapidOcr(OcrBackend):
     install = "pip install rapidocr_onnxruntime (or deephealth_deid[ocr])"
 
     def __init__(self) -> None:
-        try:
-            from rapidocr_onnxruntime import RapidOCR
-        except ImportError as e:
-            raise EngineUnavailableError(
-                f"the OCR backend 'rapidocr' is not installed; {self.install}"
-            ) from e
+        why = _rapidocr_unusable()
+        if why:
+            raise EngineUnavailableError(f"the OCR backend 'rapidocr' {why}; {self.install}")
+        from rapidocr_onnxruntime import RapidOCR
+
         self._engine = RapidOCR()
 
     @classmethod
     def is_available(cls) -> bool:
-        return _module_available("rapidocr_onnxruntime")
+        return not _rapidocr_unusable()
+
+    @classmethod
+    def why_unavailable(cls) -> str:
+        return _rapidocr_unusable() or super().why_unavailable()
 
     def read(self, crop: np.ndarray) -> tuple[str, float]:
         img, _ = _prepare(crop, dark_text=False)
@@ -218,7 +226,7 @@ def get_ocr(name: str | OcrBackend | None = "auto") -> OcrBackend | None:
         raise ValueError(f"unknown OCR backend {name!r}; choose auto, {', '.join(BACKENDS)} or none")
     cls = BACKENDS[key]
     if not cls.is_available():
-        raise EngineUnavailableError(f"the OCR backend {key!r} is not installed; {cls.install}")
+        raise EngineUnavailableError(f"the OCR backend {key!r} {cls.why_unavailable()}; {cls.install}")
     return _instance(key)
 
 
@@ -320,6 +328,26 @@ def _module_available(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def _rapidocr_unusable() -> str:
+    """Why ``rapidocr_onnxruntime`` cannot be used here, or ``''`` when it can.
+
+    Installed is not enough: it imports OpenCV, whose wheel needs system
+    libraries a bare server may lack (``libGL.so.1``); such an install counts
+    as absent, so ``'auto'`` goes on to the next backend.
+    """
+    if not _module_available("rapidocr_onnxruntime"):
+        return "is not installed"
+    try:
+        import rapidocr_onnxruntime  # noqa: F401
+    except Exception as e:  # an ImportError, or an OSError from a shared library
+        return (
+            f"is installed but does not import ({type(e).__name__}: {e}); where OpenCV misses a "
+            "system library, install it (Debian/Ubuntu: apt-get install libgl1 libglib2.0-0)"
+        )
+    return ""
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,15 +13,18 @@ DATA = Path(__file__).parent / "data"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Where the CI installed the external tools (DEID_REQUIRE_TOOLS), their tests must run, not skip."""
-    if not os.environ.get("DEID_REQUIRE_TOOLS"):
-        return
-    if shutil.which("dciodvfy") is None:
-        raise pytest.UsageError("DEID_REQUIRE_TOOLS is set but dciodvfy (Debian dicom3tools) is not on PATH")
-    from deephealth_deid.text.ocr import RapidOcr
+    """Where the CI installed the external tools, their tests must run, not skip.
 
-    if not RapidOcr.is_available():
-        raise pytest.UsageError(f"DEID_REQUIRE_TOOLS is set but RapidOCR {RapidOcr.why_unavailable()}")
+    ``DEID_REQUIRE_TOOLS``: dciodvfy (Debian dicom3tools). ``DEID_REQUIRE_OCR``:
+    RapidOCR, which reads the redacted real images back.
+    """
+    if os.environ.get("DEID_REQUIRE_TOOLS") and shutil.which("dciodvfy") is None:
+        raise pytest.UsageError("DEID_REQUIRE_TOOLS is set but dciodvfy (Debian dicom3tools) is not on PATH")
+    if os.environ.get("DEID_REQUIRE_OCR"):
+        from deephealth_deid.text.ocr import RapidOcr
+
+        if not RapidOcr.is_available():
+            raise pytest.UsageError(f"DEID_REQUIRE_OCR is set but RapidOCR {RapidOcr.why_unavailable()}")
 
 
 @pytest.fixture(scope="session")

@@ -90,6 +90,25 @@ def test_eddl_logits_match_the_reference(eddl_engine, key):
 
 @pytest.mark.eddl
 @needs_eddl
+def test_a_volume_network_is_kept_for_one_shape_an_image_network_for_four(eddl_engine):
+    """EDDL's CPU buffers for a 3D network take GBs: a new head box frees the last one's; same results."""
+    for key, kept in (("3d", 1), ("2d", 4)):
+        spec, shape = SPECS[key]
+        model = eddl_engine.build(spec)
+        model.load_state_dict(random_weights(spec, seed=2))
+        rng = np.random.default_rng(0)
+        first = rng.standard_normal((1, *shape[1:])).astype(np.float32)
+        want = eddl_engine.predict(model, first, probabilities=True)
+        for extra in range(1, 6):  # five more shapes, each larger by a stride along the last axis
+            bigger = (*shape[1:-1], shape[-1] + extra * spec.stride)
+            eddl_engine.predict(model, rng.standard_normal((1, *bigger)).astype(np.float32))
+            assert len(model._nets) == min(extra + 1, kept)
+        # The first shape again: rebuilt where it was let go, the same probabilities.
+        np.testing.assert_allclose(eddl_engine.predict(model, first, probabilities=True), want, atol=1e-6)
+
+
+@pytest.mark.eddl
+@needs_eddl
 def test_eddl_pads_sizes_that_are_not_a_multiple_of_the_stride(eddl_engine):
     spec, _ = SPECS["2d"]
     weights = random_weights(spec, seed=6)

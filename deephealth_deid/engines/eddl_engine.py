@@ -59,7 +59,13 @@ logger = logging.getLogger(__name__)
 _BN_EPS = 1e-5
 _BN_MOMENTUM = 0.9  # EDDL keeps momentum * running + (1 - momentum) * batch (PyTorch's 0.1)
 _TOLERANCE = 1e-4  # largest |logit| error accepted by the self-check, relative to max(1, |logit|)
-_NETS_PER_MODEL = 4  # built networks (one per input shape and mode) kept per model
+#: Inference networks (one per input shape) kept per model, by the spec's dimensions. EDDL's
+#: CPU service holds large buffers per network: 2.7 GB for the defacing U-Net on a 64 x 80 x 64
+#: head box, 6.0 GB with a second shape kept and 10.0 GB with a third (measured 2026-11-28). A
+#: volume network is therefore kept for one shape at a time (a new head box rebuilds it, 3-11 s
+#: against 19-25 s for the prediction); an image network for four (a frame, the tiles of a
+#: larger one, the second looks along vertical text).
+_NETS_PER_MODEL = {2: 4, 3: 1}
 
 
 def _import_error() -> Exception | None:
@@ -401,6 +407,9 @@ class EddlModel:
         if built is not None:
             self._nets.move_to_end(key)
             return built
+        keep = _NETS_PER_MODEL.get(self.spec.ndim, 1)
+        while len(self._nets) >= keep:  # free the oldest before building: their buffers add up
+            self._nets.popitem(last=False)
         eddl = _eddl()
         with _quiet():
             built = _build_graph(self.spec, spatial, softmax=False)
@@ -408,8 +417,6 @@ class EddlModel:
             eddl.set_mode(built.net, 0)  # TSMODE: BatchNorm uses the running statistics
             self._push(built)
         self._nets[key] = built
-        while len(self._nets) > _NETS_PER_MODEL:
-            self._nets.popitem(last=False)
         return built
 
     def training_net(self, spatial: tuple[int, ...], lr: float, weight_decay: float) -> _Built:

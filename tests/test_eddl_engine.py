@@ -90,21 +90,49 @@ def test_eddl_logits_match_the_reference(eddl_engine, key):
 
 @pytest.mark.eddl
 @needs_eddl
-def test_a_volume_network_is_kept_for_one_shape_an_image_network_for_four(eddl_engine):
-    """EDDL's CPU buffers for a 3D network take GBs: a new head box frees the last one's; same results."""
-    for key, kept in (("3d", 1), ("2d", 4)):
+def test_built_networks_kept_are_bounded(eddl_engine, monkeypatch):
+    """EDDL's CPU buffers take GBs: a volume model keeps one network, an image model a few up to a budget."""
+    from deephealth_deid.engines import eddl_engine as module
+
+    def shapes(key, n):
         spec, shape = SPECS[key]
+        return [(*shape[1:-1], shape[-1] + k * spec.stride) for k in range(n)]  # larger by a stride
+
+    def run(key, sizes):
+        spec, _ = SPECS[key]
         model = eddl_engine.build(spec)
         model.load_state_dict(random_weights(spec, seed=2))
         rng = np.random.default_rng(0)
-        first = rng.standard_normal((1, *shape[1:])).astype(np.float32)
-        want = eddl_engine.predict(model, first, probabilities=True)
-        for extra in range(1, 6):  # five more shapes, each larger by a stride along the last axis
-            bigger = (*shape[1:-1], shape[-1] + extra * spec.stride)
-            eddl_engine.predict(model, rng.standard_normal((1, *bigger)).astype(np.float32))
-            assert len(model._nets) == min(extra + 1, kept)
+        kept, first = [], None
+        for size in sizes:
+            x = rng.standard_normal((1, *size)).astype(np.float32)
+            out = eddl_engine.predict(model, x, probabilities=True)
+            first = (x, out) if first is None else first
+            kept.append(len(model._nets))
         # The first shape again: rebuilt where it was let go, the same probabilities.
-        np.testing.assert_allclose(eddl_engine.predict(model, first, probabilities=True), want, atol=1e-6)
+        np.testing.assert_allclose(
+            eddl_engine.predict(model, first[0], probabilities=True), first[1], atol=1e-6
+        )
+        return kept
+
+    assert run("3d", shapes("3d", 4)) == [1, 1, 1, 1]
+    assert run("2d", shapes("2d", 6)) == [1, 2, 3, 4, 4, 4]
+    # An image model's networks are kept only while their pixels fit the budget.
+    two = sum(int(np.prod(s[1:])) for s in shapes("2d", 2))
+    monkeypatch.setitem(module._KEPT_ELEMENTS, 2, two)
+    assert run("2d", shapes("2d", 4)) == [1, 2, 1, 1]
+
+
+@pytest.mark.eddl
+@needs_eddl
+def test_the_text_detector_on_eddl_predicts_in_1024_tiles():
+    """A 2048 x 2048 frame whole would take 11.6 GB of EDDL's CPU buffers; 1024 tiles about 3 GB."""
+    from deephealth_deid.text.detector import EDDL_TILE, load_text_detector
+
+    assert EDDL_TILE == 1024
+    assert load_text_detector(engine="eddl", device="cpu").tile == 1024
+    assert load_text_detector(engine="eddl", device="cpu", tile=512).tile == 512
+    assert load_text_detector(engine="torch", device="cpu").tile == 2048
 
 
 @pytest.mark.eddl

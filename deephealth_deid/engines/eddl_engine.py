@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -59,13 +60,16 @@ logger = logging.getLogger(__name__)
 _BN_EPS = 1e-5
 _BN_MOMENTUM = 0.9  # EDDL keeps momentum * running + (1 - momentum) * batch (PyTorch's 0.1)
 _TOLERANCE = 1e-4  # largest |logit| error accepted by the self-check, relative to max(1, |logit|)
-#: Inference networks (one per input shape) kept per model, by the spec's dimensions. EDDL's
-#: CPU service holds large buffers per network: 2.7 GB for the defacing U-Net on a 64 x 80 x 64
-#: head box, 6.0 GB with a second shape kept and 10.0 GB with a third (measured 2026-11-28). A
-#: volume network is therefore kept for one shape at a time (a new head box rebuilds it, 3-11 s
-#: against 19-25 s for the prediction); an image network for four (a frame, the tiles of a
-#: larger one, the second looks along vertical text).
+#: Inference networks (one per input shape) kept per model, by the spec's dimensions: at most
+#: this many, and beyond the newest only while the input elements (pixels, voxels) of those kept
+#: add up to at most :data:`_KEPT_ELEMENTS`. EDDL's CPU service holds buffers of about 3 kB per
+#: input pixel for the text detector and 8 kB per voxel for the defacing U-Net (measured
+#: 2026-11-28: 0.8 GB at 512 x 512, 11.6 GB at 2048 x 2048; 2.7 GB for a 64 x 80 x 64 head box,
+#: 10.0 GB with three box shapes kept). A volume network is kept for one shape at a time (a new
+#: head box rebuilds it, 3-11 s against 19-25 s for the prediction); image networks for a frame,
+#: its tiles and the second looks along vertical text, up to a megapixel in all.
 _NETS_PER_MODEL = {2: 4, 3: 1}
+_KEPT_ELEMENTS = {2: 1024 * 1024, 3: 0}
 
 
 def _import_error() -> Exception | None:
@@ -407,8 +411,11 @@ class EddlModel:
         if built is not None:
             self._nets.move_to_end(key)
             return built
-        keep = _NETS_PER_MODEL.get(self.spec.ndim, 1)
-        while len(self._nets) >= keep:  # free the oldest before building: their buffers add up
+        # Free the oldest before building: their buffers add up.
+        most, budget = _NETS_PER_MODEL.get(self.spec.ndim, 1), _KEPT_ELEMENTS.get(self.spec.ndim, 0)
+        while self._nets and (
+            len(self._nets) >= most or sum(math.prod(k[1]) for k in self._nets) + math.prod(spatial) > budget
+        ):
             self._nets.popitem(last=False)
         eddl = _eddl()
         with _quiet():

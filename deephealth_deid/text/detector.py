@@ -58,6 +58,11 @@ def _load(path: str, sha256: str | None, engine: str, device: str, stamp: tuple[
     return eng, model, spec, metadata
 
 
+#: The largest tile the EDDL engine predicts in one pass (``NetTextDetector(tile=...)``): a
+#: 1024 x 1024 network holds about 3 GB of buffers on EDDL's CPU service, a 2048 x 2048 one 11.6 GB.
+EDDL_TILE = 1024
+
+
 def load_text_detector(
     model: str | os.PathLike[str] | None = None,
     *,
@@ -78,7 +83,8 @@ def load_text_detector(
             (``threshold``, ``grow_threshold``, ``tile``, ``overlap``, ``min_area_px``,
             ``bridge_gap``, ``vertical_look``, ``min_score``). ``threshold`` and
             ``grow_threshold`` default to the model file's own (its metadata's,
-            chosen on held-out images when it was shipped), else 0.5 and none.
+            chosen on held-out images when it was shipped), else 0.5 and none;
+            ``tile`` to :data:`EDDL_TILE` on the EDDL engine.
 
     Returns:
         A :class:`~.network.NetTextDetector` whose regions have ``source='net'``.
@@ -111,6 +117,8 @@ def load_text_detector(
     for key in ("threshold", "grow_threshold"):  # the operating point chosen for this file on held-out images
         if metadata.get(key) is not None:
             options.setdefault(key, float(metadata[key]))
+    if getattr(eng, "name", "") == "eddl":  # its CPU buffers: 3 kB a pixel, 11.6 GB for 2048 x 2048
+        options.setdefault("tile", EDDL_TILE)
     return NetTextDetector(eng, net, spec=spec, **options)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if os.environ.get("DEID_REQUIRE_TOOLS") and shutil.which("dciodvfy") is None:
         raise pytest.UsageError("DEID_REQUIRE_TOOLS is set but dciodvfy (Debian dicom3tools) is not on PATH")
-    if os.environ.get("DEID_REQUIRE_OCR"):
+    if os.environ.get("DEID_REQUIRE_OCR") and sys.version_info < (3, 13):  # RapidOCR: Python < 3.13
         from deephealth_deid.text.ocr import RapidOcr
 
         if not RapidOcr.is_available():

@@ -433,6 +433,9 @@ def test_a_model_file_carries_its_thresholds(torch_engine, tmp_path):
     assert (det.threshold, det.grow_threshold) == (0.6, 0.2)
     det = load_text_detector(plain, engine="torch", device="cpu")
     assert (det.threshold, det.grow_threshold) == (0.5, None)
+    # A threshold asked for below the file's growing one: no growing rather than an error.
+    det = load_text_detector(own, engine="torch", device="cpu", threshold=0.05)
+    assert (det.threshold, det.grow_threshold) == (0.05, None)
 
 
 def test_the_shipped_text_model_carries_its_operating_point():

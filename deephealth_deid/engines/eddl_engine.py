@@ -67,9 +67,10 @@ _TOLERANCE = 1e-4  # largest |logit| error accepted by the self-check, relative 
 #: 2026-11-28: 0.8 GB at 512 x 512, 11.6 GB at 2048 x 2048; 2.7 GB for a 64 x 80 x 64 head box,
 #: 10.0 GB with three box shapes kept). A volume network is kept for one shape at a time (a new
 #: head box rebuilds it, 3-11 s against 19-25 s for the prediction); image networks for a frame,
-#: its tiles and the second looks along vertical text, up to a megapixel in all.
+#: its tiles and the second looks along vertical text, up to two megapixels in all (a 1024 x 1024
+#: tile and its looks).
 _NETS_PER_MODEL = {2: 4, 3: 1}
-_KEPT_ELEMENTS = {2: 1024 * 1024, 3: 0}
+_KEPT_ELEMENTS = {2: 2 * 1024 * 1024, 3: 0}
 
 
 def _import_error() -> Exception | None:

@@ -112,11 +112,15 @@ def load_text_detector(
         path, sha256 = Path(model), None
         if not path.is_file():
             raise InputNotFoundError(f"{path}: no such text-detection model file")
+    given = set(options)
     stat = path.stat()
     eng, net, spec, metadata = _load(str(path), sha256, engine, device, (stat.st_size, stat.st_mtime_ns))
     for key in ("threshold", "grow_threshold"):  # the operating point chosen for this file on held-out images
         if metadata.get(key) is not None:
             options.setdefault(key, float(metadata[key]))
+    grow, threshold = options.get("grow_threshold"), options.get("threshold", 0.5)
+    if grow is not None and "grow_threshold" not in given and float(grow) > float(threshold):
+        options["grow_threshold"] = None  # the file's grows below its own threshold, not above a lower one
     if getattr(eng, "name", "") == "eddl":  # its CPU buffers: 3 kB a pixel, 11.6 GB for 2048 x 2048
         options.setdefault("tile", EDDL_TILE)
     return NetTextDetector(eng, net, spec=spec, **options)

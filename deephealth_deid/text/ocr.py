@@ -68,8 +68,8 @@ class OcrBackend(ABC):
 
     @classmethod
     def why_unavailable(cls) -> str:
-        """Why the backend cannot be used here, completing "the OCR backend NAME ..."."""
-        return "is not installed"
+        """Why the backend cannot be used here, completing "the OCR backend NAME ..." (``''`` when it can)."""
+        return "" if cls.is_available() else "is not installed"
 
     @abstractmethod
     def read(self, crop: np.ndarray) -> tuple[str, float]:
@@ -166,7 +166,7 @@ class RapidOcr(OcrBackend):
 
     @classmethod
     def why_unavailable(cls) -> str:
-        return _rapidocr_unusable() or super().why_unavailable()
+        return _rapidocr_unusable()
 
     def read(self, crop: np.ndarray) -> tuple[str, float]:
         img, _ = _prepare(crop, dark_text=False)

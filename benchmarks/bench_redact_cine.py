@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         return backend_read(self, crop)
 
     type(reader).read = counted  # type: ignore[method-assign]
+    try:
+        return _compare(args.file, image, reader, reads)
+    finally:
+        type(reader).read = backend_read  # type: ignore[method-assign]
+
+
+def _compare(name: str, image: Any, reader: Any, reads: list[int]) -> int:
     dd.redact_text(image, ocr=reader)  # warm-up: model load, first OCR call
 
     def run() -> tuple[float, int, RedactResult]:
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     same = np.array_equal(shared.image.frames, baseline.image.frames) and [
         (r.box, r.frame, r.decision) for r in shared.regions
     ] == [(r.box, r.frame, r.decision) for r in baseline.regions]
-    print(f"{args.file}: {image.n_frames} frames {image.rows}x{image.columns}, OCR {reader.name}")
+    print(f"{name}: {image.n_frames} frames {image.rows}x{image.columns}, OCR {reader.name}")
     print(f"  every crop read:          {every_s:6.1f} s, {every_reads} OCR reads")
     print(
         f"  each distinct crop once:  {shared_s:6.1f} s, {shared_reads} OCR reads "

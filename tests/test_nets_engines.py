@@ -621,6 +621,27 @@ def test_onnxruntime_engine_reads_the_model_file_and_predicts_as_torch(
     assert np.array_equal(torch_engine.predict(model, x), torch_engine.predict(model2, x))
 
 
+def test_onnxruntime_engine_upsamples_a_stem_networks_output_after_the_softmax(ort_engine):
+    """Its session ends at the head (half size); repeating after the softmax gives the export's numbers."""
+    import onnxruntime as ort
+
+    from deephealth_deid.engines.onnx_graph import spec_to_onnx
+
+    model = ort_engine.build(TINY_STEM, seed=3)
+    x = np.random.default_rng(2).normal(size=(2, 1, 37, 22)).astype(np.float32)
+    session = model.session(["CPUExecutionProvider"])
+    padded = np.zeros((2, 1, 40, 24), np.float32)  # the stride is 8: 37 x 22 padded at the ends
+    padded[:, :, 1:38, 1:23] = x
+    assert session.run(None, {"input": padded})[0].shape == (2, TINY_STEM.classes, 20, 12)
+    export = ort.InferenceSession(spec_to_onnx(TINY_STEM, model.weights).SerializeToString())
+    full = export.run(None, {"input": padded})[0][:, :, 1:38, 1:23]
+    assert full.shape == (2, TINY_STEM.classes, 37, 22)
+    assert np.array_equal(ort_engine.predict(model, x, batch_size=2), full)
+    want = np.exp(full - full.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(ort_engine.predict(model, x, probabilities=True), want, rtol=0, atol=1e-6)
+
+
 def test_onnxruntime_engine_does_not_train_and_says_what_to_use(ort_engine):
     model = ort_engine.build(TINY_2D, seed=0)
     with pytest.raises(EngineUnavailableError, match="--engine torch"):

@@ -284,6 +284,37 @@ def test_grow_threshold_boxes_faint_ends_of_a_string_but_no_faint_blob_alone():
         regions_from_probabilities(p, grow_threshold=0.6)
 
 
+@pytest.mark.parametrize("shape", [(97, 131), (160, 48), (33, 300)])
+def test_blobs_found_block_by_block_are_those_of_the_whole_frame(shape):
+    """Blobs across block edges, touching only at a block's corner, at the frame's edge: all the same."""
+    from deephealth_deid.text.boxes import _BLOCK, _blobs
+
+    rng = np.random.default_rng(sum(shape))
+    p = ndi.gaussian_filter(rng.random(shape, dtype=np.float32), 1.5)
+    p = np.clip((p - p.mean()) * 12 + 0.1, 0, 1).astype(np.float32)
+    b = _BLOCK
+    p[b - 2 : b, b - 2 : b] = 0.9  # two blobs meeting only diagonally at a block corner
+    p[b : b + 2, b : b + 2] = 0.9
+    p[-3:, -5:] = 0.9  # at the frame's last pixels
+    p[: 4 * b, 2 * b - 4 : 2 * b] = 0.0  # an L over blocks, and a blob inside its box but blocks apart
+    p[: 4 * b, 4 * b - 4 : 7 * b + 4] = 0.0
+    p[: 4 * b, 2 * b : 2 * b + 3] = 0.9
+    p[4 * b - 3 : 4 * b, 2 * b : 7 * b] = 0.9
+    p[4:8, 5 * b + 4 : 5 * b + 8] = 0.9
+    for low, high, min_area in [(0.1, 0.2, 1), (0.2, 0.2, 12), (0.05, 0.5, 4)]:
+        labels, _ = ndi.label(p >= low, structure=np.ones((3, 3), bool))
+        want = []
+        for k, sl in enumerate(ndi.find_objects(labels), start=1):
+            blob = labels[sl] == k
+            if blob.sum() >= min_area and (p[sl][blob] >= high).any():
+                want.append((sl[0].start, sl[1].start, blob))
+        got = _blobs(p, low, high, min_area)
+        assert len(got) == len(want) > 3
+        for (y, x, blob, prob), (wy, wx, wblob) in zip(got, want, strict=True):
+            assert (y, x) == (wy, wx) and np.array_equal(blob, wblob)
+            assert np.array_equal(prob, p[y : y + blob.shape[0], x : x + blob.shape[1]])
+
+
 def test_pieces_of_one_line_are_bridged_other_boxes_are_not():
     p = np.zeros((120, 200), np.float32)
     p[10:20, 10:60] = 0.9  # a horizontal string whose middle the network lost ...

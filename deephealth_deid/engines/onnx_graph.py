@@ -34,13 +34,25 @@ def _import_onnx() -> Any:
     return onnx
 
 
-def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: int = 11) -> Any:
+def spec_to_onnx(
+    spec: UNetSpec,
+    weights: Mapping[str, np.ndarray],
+    *,
+    opset: int = 11,
+    output_upsampling: bool = True,
+) -> Any:
     """Write the ONNX graph of a U-Net from its spec and its weights (no tracing, no torch needed).
 
     Args:
         spec: The network spec.
         weights: State-dict tensors as numpy arrays (names as in :class:`UNet`).
         opset: ONNX opset, 11 to 17.
+        output_upsampling: With ``False``, a network with a stem
+            (``input_stride > 1``) ends at its head, its logits at
+            ``1 / input_stride`` of the input's size, without the nearest
+            upsampling back to it: a caller that takes the softmax first and
+            then repeats each value (ONNX Runtime's engine) gets the same
+            numbers for a quarter of the work. Exports keep it.
 
     Returns:
         An ``onnx.ModelProto`` (see :meth:`TorchEngine.export_onnx` for its content).
@@ -146,7 +158,7 @@ def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: in
         helper.make_node(
             "Conv",
             [x, weight("head.weight"), weight("head.bias")],
-            ["head" if spec.input_stride > 1 else "logits"],
+            ["head" if spec.input_stride > 1 and output_upsampling else "logits"],
             name="head",
             kernel_shape=[1] * nd,
             pads=[0] * (2 * nd),
@@ -155,7 +167,7 @@ def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: in
             group=1,
         )
     )
-    if spec.input_stride > 1:
+    if spec.input_stride > 1 and output_upsampling:
         factor = float(spec.input_stride)
         out_scales = init("output.scales", np.array([1.0, 1.0] + [factor] * nd, dtype=np.float32))
         nodes.append(
@@ -170,11 +182,12 @@ def spec_to_onnx(spec: UNetSpec, weights: Mapping[str, np.ndarray], *, opset: in
             )
         )
     axes = ["D", "H", "W"][3 - nd :]
+    out_axes = axes if spec.input_stride == 1 or output_upsampling else [f"{a}_head" for a in axes]
     graph = helper.make_graph(
         nodes,
         spec.name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", spec.in_channels, *axes])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", spec.classes, *axes])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", spec.classes, *out_axes])],
         initializer=[numpy_helper.from_array(v, name=n) for n, v in inits.items()],
     )
     proto = helper.make_model(

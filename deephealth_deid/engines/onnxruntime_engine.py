@@ -83,6 +83,21 @@ def _resolve(device: str) -> tuple[str, list[Any]]:
     return f"cuda:{index}", [(_CUDA, {"device_id": index}), _CPU]
 
 
+def repeated(array: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest upsampling of ``[N, C, *spatial]`` by ``factor`` on every spatial axis (each value repeated).
+
+    Example:
+        >>> repeated(np.arange(4.0).reshape(1, 1, 2, 2), 2)[0, 0]
+        array([[0., 0., 1., 1.],
+               [0., 0., 1., 1.],
+               [2., 2., 3., 3.],
+               [2., 2., 3., 3.]])
+    """
+    for axis in range(2, array.ndim) if factor > 1 else ():
+        array = np.repeat(array, factor, axis=axis)
+    return array
+
+
 class OrtModel:
     """A network for the ONNX Runtime engine: its spec, its weights and (made on first use) its session.
 
@@ -112,7 +127,8 @@ class OrtModel:
                 options.intra_op_num_threads = _THREADS[0]
                 options.inter_op_num_threads = 1
                 options.log_severity_level = 3  # errors only
-                proto = spec_to_onnx(self.spec, self.weights)
+                # Without the output's nearest upsampling: predict() repeats the values after the softmax.
+                proto = spec_to_onnx(self.spec, self.weights, output_upsampling=False)
                 self._sessions[key] = ort.InferenceSession(
                     proto.SerializeToString(), options, providers=providers
                 )
@@ -178,10 +194,12 @@ class OnnxRuntimeEngine(WeightFileEngine):
         name = session.get_inputs()[0].name
         outs = []
         for start in range(0, x.shape[0], batch_size):
-            (logits,) = session.run(None, {name: np.ascontiguousarray(x[start : start + batch_size])})
-            outs.append(crop_padding(logits, padding))
-        out = np.concatenate(outs).astype(np.float32, copy=False)
-        return softmax(out) if probabilities else out
+            (out,) = session.run(None, {name: np.ascontiguousarray(x[start : start + batch_size])})
+            out = out.astype(np.float32, copy=False)
+            if probabilities:
+                out = softmax(out)  # before the upsampling, on a quarter of the values: the same numbers
+            outs.append(crop_padding(repeated(out, spec.input_stride), padding))
+        return np.concatenate(outs)
 
     # -- training: not here ------------------------------------------------------------------------
 

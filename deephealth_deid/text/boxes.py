@@ -76,32 +76,17 @@ def regions_from_probabilities(
     if grow_threshold is not None and not 0.0 < grow_threshold <= threshold:
         raise ValueError(f"grow_threshold must be in (0, threshold], got {grow_threshold!r}")
     low = threshold if grow_threshold is None else grow_threshold
-    labels, n = ndi.label(p >= low, structure=EIGHT)
-    if n and low < threshold:
-        seeded = np.zeros(n + 1, bool)
-        seeded[labels[p >= threshold]] = True
-        seeded[0] = False
-        labels, n = ndi.label(seeded[labels], structure=EIGHT)
-    if n == 0:
-        return []
-    flat = labels.ravel()
-    areas = np.bincount(flat, minlength=n + 1)[1:]
-    keep = areas >= max(int(min_area_px), 1)
     parts: list[tuple[int, int, int, int, float, float, float]] = []
-    for k, sl in enumerate(ndi.find_objects(labels)):
-        if not keep[k]:
-            continue
-        blob = labels[sl] == k + 1
-        prob_in = p[sl]
+    for y, x, blob, prob_in in _blobs(p, low, threshold, max(int(min_area_px), 1)):
         for y0, y1, x0, x1 in _split_blob(blob):
             piece = blob[y0:y1, x0:x1]
             area = float(piece.sum())
             parts.append(
                 (
-                    sl[1].start + x0,
-                    sl[0].start + y0,
-                    sl[1].start + x1,
-                    sl[0].start + y1,
+                    x + x0,
+                    y + y0,
+                    x + x1,
+                    y + y1,
                     float(prob_in[y0:y1, x0:x1][piece].sum(dtype=np.float64)),
                     area,
                     area / max(y1 - y0, x1 - x0),  # thickness of the line(s): area over length
@@ -128,6 +113,49 @@ def regions_from_probabilities(
         )
         for k in order
     ]
+
+
+#: Side of the blocks :func:`_blobs` first looks for text pixels in.
+_BLOCK = 16
+
+
+def _blobs(
+    p: np.ndarray, low: float, high: float, min_area: int
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """The 8-connected blobs of ``p >= low`` holding a pixel ``>= high``, of at least ``min_area`` pixels.
+
+    Returns ``(y, x, blob, prob)`` per blob in raster order of its first
+    pixel (the order of :func:`scipy.ndimage.label`): the top left of its
+    bounding box, its mask there and ``p`` there. The frame is first looked
+    at in blocks of :data:`_BLOCK` pixels: a blob's blocks are 8-connected,
+    so each blob lies whole in one group of connected blocks holding text
+    pixels, and only those groups are labelled pixel by pixel (each masked to
+    its own blocks, so a blob of another group inside its box is not found
+    twice). On a frame mostly free of text this is several times faster than
+    labelling it all, and the blobs are the same.
+    """
+    mask = p >= low
+    rows, cols = mask.shape
+    b = _BLOCK
+    grid = np.pad(mask, ((0, -rows % b), (0, -cols % b)))
+    blocks = grid.reshape(grid.shape[0] // b, b, grid.shape[1] // b, b).any(axis=(1, 3))
+    groups, _ = ndi.label(blocks, structure=EIGHT)
+    found = []
+    for g, gsl in enumerate(ndi.find_objects(groups), start=1):
+        y, x = gsl[0].start * b, gsl[1].start * b
+        sl = (slice(y, min(gsl[0].stop * b, rows)), slice(x, min(gsl[1].stop * b, cols)))
+        inside = np.repeat(np.repeat(groups[gsl] == g, b, axis=0), b, axis=1)
+        sub = mask[sl] & inside[: sl[0].stop - y, : sl[1].stop - x]
+        labels, _ = ndi.label(sub, structure=EIGHT)
+        for k, bsl in enumerate(ndi.find_objects(labels), start=1):
+            blob = labels[bsl] == k
+            prob = p[sl][bsl]
+            if blob.sum() < min_area or (high > low and not (prob[blob] >= high).any()):
+                continue
+            by, bx = y + bsl[0].start, x + bsl[1].start
+            found.append(((by, bx + int(np.argmax(blob[0]))), by, bx, blob, prob))
+    found.sort(key=lambda f: f[0])
+    return [f[1:] for f in found]
 
 
 #: A valley between two lines of one blob: rows (columns) holding at most this share of the

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import doctest
 import functools
+import importlib
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +36,18 @@ def test_public_api_names():
     for name in ("load_volume", "save_volume", "load_image", "save_image", "Volume", "Image", "DeidError"):
         assert name in dd.__all__ and hasattr(dd, name)
     assert issubclass(dd.errors.WrongKindError, dd.DeidError)
+
+
+_MODULES = sorted(m.name for m in pkgutil.walk_packages(dd.__path__, "deephealth_deid."))
+
+
+@pytest.mark.parametrize("name", _MODULES)
+def test_docstring_examples_run_as_written(name):
+    """The examples in the docstrings are what the code does (skipped ones are marked +SKIP)."""
+    module = importlib.import_module(name)
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    result = doctest.testmod(module, optionflags=flags, verbose=False, report=True)
+    assert result.failed == 0, f"{result.failed} docstring example(s) of {name} fail (see the output above)"
 
 
 def test_console_script_version_and_help():

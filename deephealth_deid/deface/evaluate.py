@@ -9,6 +9,9 @@ The criteria (for every variant of a head):
 
 Landmarks are given in world millimetres (RAS), so a variant that moves the
 voxels (resampling, permuted axes, a rotated head) carries its landmarks along.
+Contrast variants (:data:`CONTRAST_VARIANTS`) keep the voxels where they are
+and remap the head's intensities (air stays dark), to see how a model trained
+on synthetic contrasts meets a real head in another one.
 """
 
 from __future__ import annotations
@@ -31,10 +34,21 @@ __all__ = [
     "check_landmarks",
     "make_variant",
     "VARIANTS",
+    "CONTRAST_VARIANTS",
 ]
 
 #: Variants of a head the defacer must handle.
 VARIANTS = ("native", "1x1x5mm", "7mm_axial", "permuted_flipped", "rotated_15deg")
+#: The head with its tissue contrast remapped: its 1st-99th percentiles scaled to 0-1 (``n``), then
+#: ``n``, ``sqrt(n)``, ``n**3``, inverted (``1.05 - n``) and a T2-like fold
+#: (``0.3 + 0.7 |sin(pi (1.3 n + 0.2))|``: dark white matter, bright fluid); air stays 0.
+CONTRAST_VARIANTS = (
+    "contrast_linear",
+    "contrast_sqrt",
+    "contrast_gamma3",
+    "contrast_inverted",
+    "contrast_t2like",
+)
 
 
 @dataclass(frozen=True)
@@ -186,4 +200,28 @@ def make_variant(volume: Volume, landmarks: list[Landmark], name: str) -> tuple[
         move[:3, 3] = centre - rot @ centre
         moved = [replace(lm, xyz=rot @ (lm.xyz - centre) + centre) for lm in landmarks]
         return Volume(volume.array, move @ volume.affine), moved
-    raise ValueError(f"unknown variant {name!r} (known: {VARIANTS})")
+    if name in CONTRAST_VARIANTS:
+        return _remap_contrast(volume, name.removeprefix("contrast_")), landmarks
+    raise ValueError(f"unknown variant {name!r} (known: {VARIANTS + CONTRAST_VARIANTS})")
+
+
+def _remap_contrast(volume: Volume, kind: str) -> Volume:
+    """``volume`` with the intensities inside its head remapped (see :data:`CONTRAST_VARIANTS`)."""
+    from .conform import head_mask
+
+    a = volume.array.astype(np.float32)
+    head = head_mask(a)
+    lo, hi = np.percentile(a[head], [1, 99])
+    n = np.clip((a - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+    mapped = {
+        "linear": n,
+        "sqrt": np.sqrt(n),
+        "gamma3": n**3,
+        "inverted": np.where(head, 1.05 - n, 0.0),
+        "t2like": np.where(head, 0.3 + 0.7 * np.abs(np.sin(np.pi * (1.3 * n + 0.2))), 0.0),
+    }[kind]
+    top = float(np.iinfo(volume.array.dtype).max) if np.issubdtype(volume.array.dtype, np.integer) else 1000.0
+    out = mapped / max(float(mapped.max()), 1e-6) * top
+    if np.issubdtype(volume.array.dtype, np.integer):
+        out = np.rint(out)
+    return volume.with_array(out.astype(volume.array.dtype))

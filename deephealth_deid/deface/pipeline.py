@@ -29,6 +29,7 @@ from .postprocess import (
     open_box,
     to_ras,
 )
+from .symmetry import complete_pairs
 
 __all__ = ["FEATURE_NAMES", "DefaceQC", "DefaceResult", "deface", "Predictor"]
 
@@ -140,6 +141,7 @@ def deface(
         grid_spacing, grid_shape = 2.0, (112, 128, 128)
     image, grid = conform(volume, spacing=grid_spacing, shape=grid_shape)
     probs = predictor(image, grid)
+    probs, mirrored = complete_pairs(probs, grid_depth(image, grid.spacing) > 0, grid.spacing)
     native_labels = map_back_labels(probs, grid, volume)
     # Everything after prediction happens in the box around the features (plus
     # the margin): the rest of the volume is never touched.
@@ -190,6 +192,7 @@ def deface(
         clipped,
         (deep, deep_near_brain),
         voxel_mm3=float(np.prod(volume.spacing)),
+        notes=mirrored,
     )
     for flag in qc.flags:
         log.warning("%s: %s", volume.path.name if volume.path else "volume", flag)
@@ -254,6 +257,7 @@ def _qc(
     deep: tuple[int, int],
     *,
     voxel_mm3: float,
+    notes: list[str],
 ) -> DefaceQC:
     voxels = _counts(labels)
     expected = _expected_features(probs, image, grid)
@@ -271,6 +275,7 @@ def _qc(
             f"skin than {BRAIN_MARGIN_MM:g} mm past the guard, where the brain can begin, and were not "
             "removed: check the mask"
         )
+    flags += notes
     return DefaceQC(
         voxels=voxels,
         predicted=predicted,

@@ -46,6 +46,8 @@ __all__ = [
 MAX_COMPONENTS: dict[int, int] = {1: 2, 2: 1, 3: 1, 4: 2}
 #: Smallest plausible component, in mm^3, per feature.
 MIN_VOLUME_MM3: dict[int, float] = {1: 150.0, 2: 300.0, 3: 200.0, 4: 300.0}
+#: A second eye or ear must be at least this fraction of the first one's volume.
+TWIN_MIN_FRACTION = 0.2
 
 
 def holes(mask: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -86,8 +88,11 @@ def keep_plausible_components(labels: np.ndarray, spacing: tuple[float, float, f
         comp, _ = ndimage.label(labels[box] == value)
         sizes = np.bincount(comp.ravel())[1:] * voxel
         order = np.argsort(sizes)[::-1][:most]
-        # A second eye or ear must be at least a fifth the size of the first.
-        keep = [i + 1 for i in order if sizes[i] >= MIN_VOLUME_MM3[value] and sizes[i] >= sizes[order[0]] / 5]
+        keep = [
+            i + 1
+            for i in order
+            if sizes[i] >= MIN_VOLUME_MM3[value] and sizes[i] >= sizes[order[0]] * TWIN_MIN_FRACTION
+        ]
         out[box][np.isin(comp, keep)] = value
     return out
 

@@ -146,9 +146,11 @@ def complete_pairs(probs: np.ndarray, head: np.ndarray, spacing: float) -> tuple
 
     Returns:
         ``(probs, notes)``: ``probs`` itself when every pair was found on both
-        sides (or not at all); otherwise a copy where, on the empty side,
-        the voxels whose mirrored probabilities choose the feature take those
-        probabilities. ``notes`` says what was mirrored, for the QC flags.
+        sides (or not at all), or when the mirror image of the side found
+        falls outside the head (the field of view cuts the twin off);
+        otherwise a copy where, on the empty side, the head's voxels whose
+        mirrored probabilities choose the feature take those probabilities.
+        ``notes`` says what was mirrored, for the QC flags.
     """
     labels = probs.argmax(axis=0)
     plane: tuple[np.ndarray, float] | None = None
@@ -175,8 +177,9 @@ def complete_pairs(probs: np.ndarray, head: np.ndarray, spacing: float) -> tuple
         idx = np.indices(values.shape[1:]).reshape(3, -1).T + [b.start for b in box]
         signed = (idx * spacing) @ normal - offset
         empty_side = (np.sign(signed) != next(iter(sides))).reshape(values.shape[1:])
-        take = empty_side & (values.argmax(axis=0) == value)
-        if not take.any():
+        # Only where there is a head to take it: a twin the field of view cuts off is not mirrored.
+        take = empty_side & (values.argmax(axis=0) == value) & ndimage.binary_dilation(head)[box]
+        if take.sum() * spacing**3 < least:
             continue
         if out is probs:
             out = probs.copy()

@@ -122,6 +122,24 @@ def test_an_eye_and_an_ear_found_on_one_side_only_are_mirrored_to_the_other(phan
     assert (out.mask.array == 1).sum() < 4 * (lab == 1).sum()
 
 
+def test_an_ear_whose_twin_the_field_of_view_cuts_off_is_not_mirrored(phantom):
+    """The scan ends beside the head on one side, without its ear: nothing is mirrored or flagged."""
+    image, labels = phantom
+    ears = np.argwhere(labels.array == 4)
+    cut = int(ears[:, 0].min()) + 12  # past one ear, far from the other and from the eyes
+    assert (labels.array[cut:] == 4).any() and not (labels.array[cut:][:8] == 4).any()
+
+    def crop(vol: Volume) -> Volume:
+        affine = vol.affine.copy()
+        affine[:3, 3] += affine[:3, 0] * cut
+        return Volume(np.ascontiguousarray(vol.array[cut:]), affine)
+
+    image, labels = crop(image), crop(labels)
+    out = deface(image, predictor=oracle_for(labels), face_depth_mm=0)
+    assert not any("one side only" in f for f in out.qc.flags), out.qc.flags
+    assert (out.mask.array[labels.array == 4] > 0).mean() > 0.9
+
+
 def test_a_pair_found_on_both_sides_is_left_as_the_network_said(phantom):
     image, labels = phantom
     from deephealth_deid.deface.conform import conform, grid_depth

@@ -140,11 +140,21 @@ def test_an_ear_whose_twin_the_field_of_view_cuts_off_is_not_mirrored(phantom):
     assert (out.mask.array[labels.array == 4] > 0).mean() > 0.9
 
 
-def test_a_pair_found_on_both_sides_is_left_as_the_network_said(phantom):
+@pytest.mark.parametrize("joined", [False, True], ids=["apart", "joined-across-the-nose"])
+def test_a_pair_found_on_both_sides_is_left_as_the_network_said(phantom, joined):
+    """Two eyes, even labelled as one component across the nose, are not mirrored."""
     image, labels = phantom
     from deephealth_deid.deface.conform import conform, grid_depth
     from deephealth_deid.deface.symmetry import complete_pairs
 
+    if joined:
+        eyes = np.argwhere(labels.array == 1)
+        lo, hi = eyes.min(axis=0), eyes.max(axis=0)
+        mid = (lo + hi) // 2
+        bridge = np.zeros(labels.shape, bool)
+        bridge[lo[0] : hi[0] + 1, mid[1] - 1 : mid[1] + 2, mid[2] - 1 : mid[2] + 2] = True
+        labels = Volume(np.where(bridge, 1, labels.array), labels.affine)
+        assert ndimage.label(labels.array == 1)[1] == 1
     grid_image, grid = conform(image, spacing=3.0, shape=(64, 80, 80))
     probs = oracle_for(labels)(grid_image, grid)
     out, notes = complete_pairs(probs, grid_depth(grid_image, 3.0) > 0, 3.0)

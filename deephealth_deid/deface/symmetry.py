@@ -115,25 +115,32 @@ def _sides(
 ) -> set[int]:
     """The sides (-1, +1) of the plane where ``found`` has a component that :mod:`.postprocess` keeps.
 
-    A side counts when its largest component, clear of the plane by
-    :data:`SIDE_MM`, is a feature's least volume and at least
-    :data:`~.postprocess.TWIN_MIN_FRACTION` of the largest one's: a smaller
-    twin is dropped later, so its side is as good as empty.
+    A side counts when some component has, beyond :data:`SIDE_MM` of the
+    plane on that side, a feature's least volume and at least
+    :data:`~.postprocess.TWIN_MIN_FRACTION` of the largest component's
+    volume (the rule :func:`~.postprocess.keep_plausible_components` keeps
+    a second eye or ear by): a smaller twin is dropped later, so its side is
+    as good as empty, while two eyes the network joined across the nose
+    count for both sides.
     """
-    comps, n = ndimage.label(found)
+    box = ndimage.find_objects(found.astype(np.uint8))
+    if not box:
+        return set()
+    (box,) = box
+    comps, n = ndimage.label(found[box])
     if n == 0:
         return set()
-    index = np.arange(1, n + 1)
-    volumes = np.asarray(ndimage.sum_labels(found, comps, index), dtype=np.float64) * spacing**3
-    centres = np.array(ndimage.center_of_mass(found, comps, index), dtype=np.float64).reshape(-1, 3)
-    signed = centres * spacing @ normal - offset
-    largest: dict[int, float] = {}
-    for distance, volume in zip(signed, volumes, strict=True):
-        if abs(distance) >= SIDE_MM:
-            side = 1 if distance > 0 else -1
-            largest[side] = max(largest.get(side, 0.0), volume)
+    voxel = spacing**3
+    volumes = np.bincount(comps.ravel(), minlength=n + 1)[1:] * voxel
     least = max(volumes.max() * TWIN_MIN_FRACTION, min_volume)
-    return {side for side, v in largest.items() if v >= least}
+    axes = np.ogrid[tuple(slice(b.start, b.stop) for b in box)]
+    signed = sum(a * (spacing * w) for a, w in zip(axes, normal, strict=True)) - offset
+    sides = set()
+    for side in (-1, 1):
+        beyond = np.bincount(comps[side * signed >= SIDE_MM], minlength=n + 1)[1:] * voxel
+        if (beyond >= least).any():
+            sides.add(side)
+    return sides
 
 
 def complete_pairs(probs: np.ndarray, head: np.ndarray, spacing: float) -> tuple[np.ndarray, list[str]]:
@@ -161,7 +168,8 @@ def complete_pairs(probs: np.ndarray, head: np.ndarray, spacing: float) -> tuple
         if found.sum() * spacing**3 < least or not head.any():
             continue
         # A cheap look first: the head's centre as the plane; the fitted plane only when it says one side.
-        centre_x = float(np.argwhere(head)[:, 0].mean()) * spacing
+        per_x = head.sum(axis=(1, 2))
+        centre_x = float(per_x @ np.arange(per_x.size) / per_x.sum()) * spacing
         if len(_sides(found, spacing, np.array([1.0, 0.0, 0.0]), centre_x, least)) == 2:
             continue
         if plane is None:

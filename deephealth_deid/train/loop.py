@@ -323,7 +323,7 @@ def _load_optimizer(engine: Any, opt: Any, path: Path) -> None:
         return
     import torch
 
-    opt.load_state_dict(torch.load(path, weights_only=True))
+    opt.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def _progress(progress: bool | None, start: int, total: int) -> Any:

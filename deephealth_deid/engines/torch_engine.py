@@ -444,7 +444,9 @@ class TorchEngine:
     @staticmethod
     def _autocast(device: torch.device, amp: bool) -> Any:
         if amp and device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # bfloat16 only where cuDNN runs it natively (compute capability 8.0, Ampere, and up);
+            # is_bf16_supported() also counts emulation, far slower on older GPUs.
+            dtype = torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
             return torch.autocast("cuda", dtype=dtype)
         return torch.autocast(device.type, enabled=False)
 
@@ -505,7 +507,7 @@ class TorchEngine:
                 )
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        use_amp = amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        use_amp = amp and device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(xt)
         loss, parts = dice_ce_loss(logits, yt, class_weights=weights, dice_weight=dice_weight)

@@ -55,7 +55,7 @@ from .io._sniff import sniff
 from .io.nifti import NIFTI_SUFFIXES
 from .io.raster import RASTER_SUFFIXES
 
-__all__ = ["Case", "Cases", "Ignored", "BatchSummary", "find_cases", "run_batch", "DONE"]
+__all__ = ["Case", "Cases", "Ignored", "BatchSummary", "find_cases", "as_cases", "run_batch", "DONE"]
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +335,24 @@ def _check_out_dir(cases: Sequence[Case], out: Path) -> None:
             raise OutputError(
                 f"{out}: the output folder would lie inside the input {c.input}; choose another output folder"
             )
+
+
+def as_cases(cases: Iterable[Case | PathLike] | PathLike, out_dir: PathLike, *, kind: str) -> Sequence[Case]:
+    """``cases`` as they are when they are :class:`Case` objects; paths are searched with :func:`find_cases`.
+
+    Raises:
+        TypeError: Cases and paths are mixed, or an item is neither.
+    """
+    if isinstance(cases, Cases):
+        return cases
+    items: list[Any] = [cases] if isinstance(cases, (str, os.PathLike)) else list(cases)
+    if all(isinstance(c, Case) for c in items):
+        return items
+    if all(isinstance(c, (str, os.PathLike)) for c in items):
+        return find_cases(items, out_dir, kind=kind)
+    raise TypeError(
+        "cases must be all Case objects (from find_cases) or all paths (files, folders or .txt lists)"
+    )
 
 
 def run_batch(

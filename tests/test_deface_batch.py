@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -226,3 +227,63 @@ def test_a_job_process_that_dies_stops_the_batch_with_a_clear_error(cohort, tmp_
 
 def _snapshot_case(case):
     return case.input.stat().st_size
+
+
+def test_paths_can_be_given_instead_of_cases(cohort, tmp_path, phantom):
+    out = tmp_path / "out"
+    summary = deface_batch([cohort / "site1"], out, predictor=oracle_for(phantom[1]))
+    assert summary.counts["done"] == 2 and sorted(r["case"] for r in _records(out)) == [
+        "sub-01.nii.gz",
+        "sub-02.nii",
+    ]
+    one = deface_batch(
+        str(cohort / "site1" / "sub-01.nii.gz"), tmp_path / "one", predictor=oracle_for(phantom[1])
+    )
+    assert one.counts["done"] == 1
+    with pytest.raises(TypeError, match="all paths"):
+        deface_batch([*find_cases([cohort / "site1"], out), cohort / "site2"], out)
+
+
+def test_uneven_slice_spacing_fails_a_case_unless_allowed(tmp_path, phantom, monkeypatch):
+    import dicom_factory as fac
+
+    image, labels = phantom
+    stored = np.clip(image.array, 0, None).astype(np.uint16)
+    n = stored.shape[2]
+    z = 2.0 * np.arange(n)
+    z[n // 2 :] += 0.6  # one gap 30% wider than the others
+    series = tmp_path / "in" / "sub-01"
+    fac.write_series(
+        series,
+        stored,
+        modality="MR",
+        pixel_spacing=(2.0, 2.0),
+        positions=np.column_stack([np.zeros(n), np.zeros(n), z]),
+    )
+    out = tmp_path / "out"
+    refused = deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels))
+    assert refused.counts["failed"] == 1 and "--allow-uneven" in _records(out)[0]["error"]
+    allowed = deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels), allow_uneven=True)
+    assert allowed.counts["failed"] == 0 and allowed.counts["done"] + allowed.counts["flagged"] == 1
+    assert dd.load_volume(out / "sub-01", allow_uneven=True).shape == stored.shape
+    single = dd.deface_file(series, tmp_path / "single", allow_uneven=True, predictor=oracle_for(labels))
+    assert single.volume.shape == stored.shape
+    # From the command line the option reaches the reader: refused without it (exit 1, before any model).
+    assert main(["deface", str(series), str(tmp_path / "cli"), "-q"]) == 1
+    files = importlib.import_module("deephealth_deid.deface.files")  # `deface` is also the function's name
+    monkeypatch.setattr(files, "deface", lambda vol, **kw: dd.deface(vol, predictor=oracle_for(labels)))
+    assert main(["deface", str(series), str(tmp_path / "cli"), "-q", "--allow-uneven"]) in (0, 3)
+    assert dd.load_volume(tmp_path / "cli", allow_uneven=True).shape == stored.shape
+    assert (
+        main(
+            [
+                "deface-batch",
+                str(tmp_path / "in"),
+                "-o",
+                str(tmp_path / "cli_batch"),
+                "--allow-uneven",
+                "--list",
+            ]
+        )
+        == 0
+    )

@@ -78,6 +78,10 @@ def test_batch_blanks_the_boxes_only_reports_and_resumes(folder, tmp_path):
         assert c.extra(out, "_qc.png").is_file()
     recs = _records(out)
     assert recs[0] == {"ignored": "xr/notes.txt.bak", "reason": recs[0]["reason"]} and recs[0]["reason"]
+    # The folder itself, instead of the cases found in it: the same outputs.
+    by_path = redact_batch([folder], tmp_path / "by_path", detector=FakeDetector([BOX]), ocr="none")
+    assert by_path.counts["done"] == 3
+    assert all((tmp_path / "by_path" / c.name).read_bytes() == (out / c.name).read_bytes() for c in cases)
     assert [r["case"] for r in recs[1:]] == ["us/a.png", "us/b.png", "xr/c.dcm"]
     assert all(r["detected"] == 1 and r["blanked"] == 1 and r["kept"] == 0 for r in recs[1:])
     again = redact_batch(cases, out, detector=FakeDetector([BOX]), ocr="none")

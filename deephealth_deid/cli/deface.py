@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._common import ENGINE_CHOICES, make_parser, run
+from ._inputs import add_read_options
 
 log = logging.getLogger("deephealth_deid.cli")
 
@@ -36,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write a QC picture (PNG; it shows the face: do not share it)",
     )
     add_deface_options(parser)
-    parser.add_argument("--volume", type=int, metavar="N", help="volume index of a 4D NIfTI file (0-based)")
-    parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder of several")
+    add_read_options(parser)
     parser.add_argument("--json", action="store_true", help="print the QC record as JSON")
     parser.add_argument("-f", "--force", action="store_true", help="replace existing outputs")
     return parser
@@ -83,6 +83,7 @@ def _deface(args: argparse.Namespace) -> int:
         overwrite=args.force,
         index=args.volume,
         series_uid=args.series,
+        allow_uneven=args.allow_uneven,
         **deface_options(args),
     )
     qc = result.qc

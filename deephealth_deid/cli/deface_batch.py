@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write each case's removal mask (NAME_mask.nii.gz; the face's shape: do not share it)",
     )
+    parser.add_argument(
+        "--allow-uneven",
+        action="store_true",
+        help="accept DICOM series with uneven slice spacing (the mean step is used, with a warning)",
+    )
     add_deface_options(parser)
     return parser
 
@@ -49,6 +54,7 @@ def _batch(args: argparse.Namespace) -> int:
         overwrite=args.force,
         on_case=progress,
         jobs=args.jobs,
+        allow_uneven=args.allow_uneven,
         **deface_options(args),
     )
     return summarise(summary, "volumes")

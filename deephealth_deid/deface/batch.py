@@ -57,7 +57,7 @@ def _deface_case(
 
 
 def deface_batch(
-    cases: Sequence[Case],
+    cases: Sequence[Case] | Iterable[PathLike],
     out_dir: PathLike,
     *,
     qc: bool = False,
@@ -66,12 +66,14 @@ def deface_batch(
     on_case: Callable[[int, int, dict[str, Any]], None] | None = None,
     jobs: int = 1,
     threads: int | None = None,
+    allow_uneven: bool = False,
     **options: Any,
 ) -> BatchSummary:
     """Deface every case into ``out_dir``, with a report (see :func:`deephealth_deid.batch.run_batch`).
 
     Args:
-        cases: From :func:`find_cases`.
+        cases: From :func:`find_cases`, or the paths to search (files,
+            folders, ``.txt`` lists), which are then passed to it.
         out_dir: The output folder (created if missing; its parent must exist).
         qc: Also write each case's QC picture beside its output (``NAME_qc.png``).
         save_mask: Also write each case's removal mask beside its output
@@ -84,6 +86,8 @@ def deface_batch(
             two jobs per two cores deface more volumes per second than one.
         threads: CPU threads of each job's network (default: the cores shared
             out among the jobs).
+        allow_uneven: Accept DICOM series whose slice spacing varies (the
+            mean step is used, with a warning); such a series fails otherwise.
         **options: Passed to :func:`~.pipeline.deface` (``mode``, ``model``,
             ``engine``, ``device``, ``margin_mm``, ``face_depth_mm``, ``predictor``).
 
@@ -95,6 +99,7 @@ def deface_batch(
             "a predictor object cannot be sent to job processes: give model/engine/device, or jobs=1"
         )
     out = Path(out_dir)
+    cases = batch.as_cases(cases, out, kind="volume")
     process = functools.partial(
         _deface_case, out=out, qc=qc, save_mask=save_mask, overwrite=overwrite, options=options
     )
@@ -102,7 +107,7 @@ def deface_batch(
         cases,
         out,
         report_name=REPORT_NAME,
-        load=_load,
+        load=functools.partial(_load, allow_uneven=allow_uneven),
         process=process,
         overwrite=overwrite,
         on_case=on_case,
@@ -111,5 +116,5 @@ def deface_batch(
     )
 
 
-def _load(case: Case) -> Any:
-    return load_volume(case.input)
+def _load(case: Case, *, allow_uneven: bool = False) -> Any:
+    return load_volume(case.input, allow_uneven=allow_uneven)

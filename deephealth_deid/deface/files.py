@@ -39,6 +39,7 @@ def deface_file(
     overwrite: bool = False,
     index: int | None = None,
     series_uid: str | None = None,
+    allow_uneven: bool = False,
     **options: Any,
 ) -> DefaceResult:
     """Deface ``src`` (NIfTI file, DICOM series folder or file) into ``dst``, in the same format.
@@ -53,6 +54,8 @@ def deface_file(
         overwrite: Replace existing outputs.
         index: Volume of a 4D NIfTI input.
         series_uid: Series to read from a folder holding several.
+        allow_uneven: Accept a DICOM series whose slice spacing varies (the
+            mean step is used, with a warning).
         **options: Passed to :func:`~.pipeline.deface` (``mode``, ``engine``,
             ``device``, ``model``, ``margin_mm``, ...).
 
@@ -60,7 +63,7 @@ def deface_file(
         The :class:`~.pipeline.DefaceResult`.
     """
     check_outputs(src, dst, save_mask=save_mask, qc=qc, overwrite=overwrite)
-    volume = load_volume(src, index=index, series_uid=series_uid)
+    volume = load_volume(src, index=index, series_uid=series_uid, allow_uneven=allow_uneven)
     result = deface(volume, **options)
     write_outputs(result, volume, dst, save_mask=save_mask, qc=qc, overwrite=overwrite)
     log.info("%s: removed %s", Path(src).name, result.qc.voxels)

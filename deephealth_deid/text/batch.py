@@ -45,7 +45,7 @@ def find_cases(inputs: Iterable[PathLike], out_dir: PathLike) -> Cases:
 
 
 def redact_batch(
-    cases: Sequence[Case],
+    cases: Sequence[Case] | Iterable[PathLike],
     out_dir: PathLike,
     *,
     qc: bool = False,
@@ -63,7 +63,8 @@ def redact_batch(
     """Redact every case into ``out_dir``, with a report (see :func:`deephealth_deid.batch.run_batch`).
 
     Args:
-        cases: From :func:`find_cases`.
+        cases: From :func:`find_cases`, or the paths to search (files,
+            folders, ``.txt`` lists), which are then passed to it.
         out_dir: The output folder (created if missing; its parent must exist).
         qc: Also write each file's QC picture beside its output (``NAME_qc.png``).
         overwrite: Redact every file again and replace existing outputs.
@@ -85,6 +86,7 @@ def redact_batch(
         The :class:`~deephealth_deid.batch.BatchSummary`.
     """
     out = Path(out_dir)
+    cases = batch.as_cases(cases, out, kind="image")
     named = isinstance(detector, str) and (ocr is None or isinstance(ocr, str))
     if jobs > 1 and not named:
         raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -655,6 +656,31 @@ def test_onnxruntime_engine_does_not_train_and_says_what_to_use(ort_engine):
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(EngineUnavailableError, match="no CUDA provider"):
             get_engine("onnxruntime", device="cuda")
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider':UserWarning")
+def test_a_cuda_provider_that_does_not_start_is_not_hidden(ort_engine, monkeypatch, caplog):
+    """ONNX Runtime runs on the CPU, without an error, when its CUDA provider fails to start."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider: the fallback is simulated on CPU-only builds")
+    # A CPU-only build that says it has the provider starts a session on the CPU only, as a GPU
+    # build does when the CUDA or cuDNN libraries are missing.
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: available)
+    x = np.random.default_rng(0).normal(size=(1, 1, 16, 16)).astype(np.float32)
+    asked = get_engine("onnxruntime", device="cuda")
+    assert asked.device == "cuda:0"
+    model = asked.build(TINY_2D, seed=1)
+    with pytest.raises(EngineUnavailableError, match=r"did not start on cuda:0.*--device cpu"):
+        asked.predict(model, x)
+    auto = get_engine("onnxruntime", device="auto")
+    assert auto.device == "cuda:0"
+    with caplog.at_level(logging.WARNING, logger="deephealth_deid"):
+        got = auto.predict(model, x)
+    assert auto.device == "cpu" and any("predicting on the CPU" in r.getMessage() for r in caplog.records)
+    assert np.array_equal(got, ort_engine.predict(model, x))
 
 
 def test_missing_onnxruntime_names_what_to_install():

@@ -155,6 +155,31 @@ class OnnxRuntimeEngine(WeightFileEngine):
 
     def __init__(self, *, device: str = "auto") -> None:
         self.device, self._providers = _resolve(device)
+        self._auto = check_device_name(device) == "auto"
+
+    def _session(self, model: OrtModel) -> Any:
+        """``model``'s session on this engine's device; a GPU whose provider fails to start is not hidden.
+
+        ONNX Runtime falls back to the CPU, with no error, when its CUDA provider
+        cannot start (CUDA or cuDNN libraries missing or of another version).
+        With ``device="auto"`` that is logged and the engine moves to the CPU;
+        with a GPU asked for by name it is an error.
+        """
+        session = model.session(self._providers)
+        if self.device == "cpu" or _CUDA in session.get_providers():
+            return session
+        import onnxruntime as ort
+
+        why = (
+            f"onnxruntime {ort.__version__} lists its CUDA provider, but the provider did not start on "
+            f"{self.device} (CUDA or cuDNN libraries missing, or not the versions this onnxruntime-gpu was "
+            "built for; its documentation lists them)"
+        )
+        if not self._auto:
+            raise EngineUnavailableError(f"{why}: install them, or use --device cpu")
+        logger.warning("%s: predicting on the CPU", why)
+        self.device, self._providers = "cpu", [_CPU]
+        return model.session(self._providers)
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeEngine(device={self.device!r})"
@@ -190,7 +215,7 @@ class OnnxRuntimeEngine(WeightFileEngine):
         spec = model.spec
         x = checked_batch(spec, array, batch_size)
         x, padding = pad_to_multiple(x, spec.stride, axes=spec.ndim)
-        session = model.session(self._providers)
+        session = self._session(model)
         name = session.get_inputs()[0].name
         outs = []
         for start in range(0, x.shape[0], batch_size):

@@ -686,3 +686,28 @@ def test_a_cuda_provider_that_does_not_start_is_not_hidden(ort_engine, monkeypat
 def test_missing_onnxruntime_names_what_to_install():
     out = _message_without("onnxruntime", "onnxruntime")
     assert "pip install deephealth_deid[onnx]" in out and "--engine torch" in out
+
+
+@pytest.mark.parametrize(
+    ("nodes", "visible", "want"),
+    [
+        ((), None, False),
+        (("/dev/nvidiactl",), None, True),
+        (("/dev/dxg",), None, True),  # WSL2: the Windows driver's GPU
+        (("/dev/nvidiactl",), "-1", False),
+        (("/dev/dxg",), "", False),
+    ],
+)
+def test_auto_device_looks_for_a_gpu_where_linux_and_wsl2_show_one(monkeypatch, nodes, visible, want):
+    import os
+
+    monkeypatch.setattr(registry.sys, "platform", "linux")
+    real_exists = os.path.exists
+    monkeypatch.setattr(
+        registry.os.path, "exists", lambda p: p in nodes if str(p).startswith("/dev/") else real_exists(p)
+    )
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert registry._nvidia_device_visible() is want

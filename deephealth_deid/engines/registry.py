@@ -295,13 +295,19 @@ def get_predict_engine(name: str = "auto", *, device: str = "auto") -> Any:
 def _nvidia_device_visible() -> bool:
     """Whether this machine may have a usable NVIDIA GPU (its driver's device node, on Linux).
 
-    Elsewhere (and with the node present) the answer is yes, and the engine finds out.
+    On Linux that is ``/dev/nvidiactl``, or ``/dev/dxg`` under WSL2, where the
+    Windows driver shares the GPU. Elsewhere (and with a node present) the
+    answer is yes, and the engine finds out.
     """
     if sys.platform == "darwin":
         return False
     if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
         return False
-    return sys.platform != "linux" or os.path.exists("/dev/nvidiactl")
+    return sys.platform != "linux" or any(os.path.exists(node) for node in _GPU_NODES)
+
+
+#: Device nodes of an NVIDIA driver on Linux: native, and WSL2's GPU paravirtualisation.
+_GPU_NODES = ("/dev/nvidiactl", "/dev/dxg")
 
 
 def _check_engine_name(name: str, *, allow_auto: bool) -> str:

@@ -259,3 +259,28 @@ def test_a_worker_process_that_dies_is_a_clear_error() -> None:
     with pytest.raises(DeidError, match="fewer workers"):
         for _ in batches(_KillsItsWorker(), 0, 6, 1, workers=1, make_samples=_KillsItsWorker):
             pass
+
+
+def test_gpu_training_script_stops_at_once_without_a_gpu(tmp_path: Path) -> None:
+    """``training/train_gpu.sh`` checks the GPU before training, and names what is wrong."""
+    import shutil
+    import subprocess
+    import sys
+
+    torch = pytest.importorskip("torch", reason="the script trains with PyTorch (pip install torch)")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: the script would start training")
+    if shutil.which("bash") is None:
+        pytest.skip("the script needs bash")
+    script = Path(__file__).resolve().parents[1] / "training" / "train_gpu.sh"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)}
+    run = subprocess.run(
+        ["bash", str(script), str(tmp_path / "out"), "1", "deface"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "sees no CUDA GPU" in run.stderr
+    assert not (tmp_path / "out" / "deface").exists()  # no training was started

@@ -26,6 +26,23 @@ root=$(dirname "$here")
 python=${PYTHON:-python3}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+cd "$root"  # the package and benchmarks of this checkout, from wherever the script is called
+
+# Fail in seconds, not after the first minutes of training: the Python, the package, the GPU.
+"$python" - "$device" <<'PY' || exit 2
+import sys
+
+if sys.version_info < (3, 10):
+    sys.exit(f"Python 3.10 or newer is needed, this is {sys.version.split()[0]} (set PYTHON=...)")
+try:
+    import deephealth_deid  # noqa: F401
+    import torch
+except ImportError as e:
+    sys.exit(f"{e}: install the package with its torch extra first (pip install -e '.[torch]')")
+device = sys.argv[1]
+if device.startswith("cuda") and not torch.cuda.is_available():
+    sys.exit(f"DEVICE={device}, but torch {torch.__version__} sees no CUDA GPU (a CPU build, or no driver)")
+PY
 
 n_tasks=$(wc -w <<<"$tasks")
 cores=$(nproc)

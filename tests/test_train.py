@@ -39,6 +39,8 @@ def test_shipped_training_config_loads() -> None:
         ({"nonsense": 1}, "nonsense"),
         ({"optim": {"lr_steps": [[100, -1.0]]}}, "optim.lr_steps"),
         ({"optim": {"lr_steps": [100]}}, "optim.lr_steps"),
+        ({"deterministic": "yes"}, "deterministic"),
+        ({"engine": "eddl", "deterministic": True}, "deterministic"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path: Path, changes: dict, key: str) -> None:
@@ -284,3 +286,21 @@ def test_gpu_training_script_stops_at_once_without_a_gpu(tmp_path: Path) -> None
     )
     assert run.returncode == 2 and "sees no CUDA GPU" in run.stderr
     assert not (tmp_path / "out" / "deface").exists()  # no training was started
+
+
+def test_a_deterministic_run_repeats_and_leaves_torch_as_it_was(tmp_path: Path) -> None:
+    """``deterministic: true`` (for GPUs) trains as the default on a CPU, and is undone after the run."""
+    torch = pytest.importorskip("torch")
+    from deephealth_deid.cli import main as cli_main
+
+    def losses(run: str) -> list[dict]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in lines]
+
+    ten = ["--iterations", "10"]  # the loss is logged every 10 iterations
+    assert cli_main(["train", str(write_config(tmp_path)), *ten, "--out-dir", str(tmp_path / "a")]) == 0
+    path = write_config(tmp_path, deterministic=True)
+    torch.manual_seed(12345)  # whatever the caller's state, the run is seeded by the file
+    assert cli_main(["train", str(path), *ten, "--out-dir", str(tmp_path / "b")]) == 0
+    assert any("loss" in r for r in losses("a")) and losses("a") == losses("b")
+    assert not torch.are_deterministic_algorithms_enabled()

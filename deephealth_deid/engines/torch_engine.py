@@ -14,11 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ __all__ = [
     "require",
     "resolve_device",
     "seed_everything",
+    "seeded",
     "set_threads",
     "spec_to_onnx",
 ]
@@ -143,6 +145,32 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def seeded(seed: int, *, deterministic: bool = False) -> Iterator[None]:
+    """:func:`seed_everything` for the time of a ``with`` block; torch's kernel choices are put back after it.
+
+    Example:
+        >>> with seeded(0):
+        ...     a = torch.rand(2)
+        >>> with seeded(0):
+        ...     b = torch.rand(2)
+        >>> bool((a == b).all())
+        True
+    """
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    seed_everything(seed, deterministic=deterministic)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -136,6 +136,9 @@ class TrainConfig:
     engine: str = "auto"
     device: str = "auto"
     seed: int = 0
+    # PyTorch on a GPU: deterministic kernels, so that a run repeats exactly (slower; a CPU run
+    # repeats without it).
+    deterministic: bool = False
     threads: int = 0
     widths: tuple[int, ...] = (8, 16, 32, 64)
     convs_per_level: int = 2
@@ -235,6 +238,10 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         raise bad("data.validation_size", "0 or more")
     if not isinstance(cfg.data.workers, int) or cfg.data.workers < 0:
         raise bad("data.workers", "0 (a background thread) or a number of worker processes")
+    if not isinstance(cfg.deterministic, bool):
+        raise bad("deterministic", "true or false")
+    if cfg.deterministic and cfg.engine not in ("torch", "auto"):
+        raise bad("deterministic", "only the torch engine chooses deterministic kernels")
     if cfg.input_stride not in (1, 2, 4):
         raise bad("input_stride", "1 (no stem), 2 or 4")
     if not isinstance(cfg.convs_per_level, int) or cfg.convs_per_level < 1:

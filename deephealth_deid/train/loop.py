@@ -14,6 +14,7 @@ line per logged iteration and per validation), ``config.yaml``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -176,6 +177,32 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
     engine = get_engine(config.engine, device=config.device)
     if config.threads:
         engine.set_threads(config.threads)
+    if engine.name == "torch":
+        from ..engines.torch_engine import seeded
+
+        settings = seeded(config.seed, deterministic=config.deterministic)
+    elif config.deterministic:
+        raise ConfigError(
+            f"deterministic: only the torch engine chooses deterministic kernels, not {engine.name}"
+        )
+    else:
+        settings = contextlib.nullcontext()
+    with settings:
+        return _run(config, engine, spec, metadata, samples_class, out, resume=resume, progress=progress)
+
+
+def _run(
+    config: TrainConfig,
+    engine: Any,
+    spec: Any,
+    metadata: dict[str, Any],
+    samples_class: Any,
+    out: Path,
+    *,
+    resume: bool,
+    progress: bool | None,
+) -> TrainResult:
+    """The training loop of :func:`train`, on its engine, seeded."""
     model = engine.build(spec, seed=config.seed)
     opt = engine.optimizer(model, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     start, best = 0, {"mean": -1.0}

@@ -711,3 +711,46 @@ def test_auto_device_looks_for_a_gpu_where_linux_and_wsl2_show_one(monkeypatch, 
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert registry._nvidia_device_visible() is want
+
+
+@pytest.mark.parametrize(
+    ("gpu_node", "visible", "want"),
+    [
+        (False, None, 0),
+        (True, None, 1),
+        (True, "0,1", 2),
+        (True, "1,-1,0", 1),
+        (True, "-1", 0),
+        (True, "", 0),
+    ],
+)
+def test_a_gpu_build_of_eddl_counts_only_the_gpus_the_machine_shows(monkeypatch, gpu_node, visible, want):
+    """A GPU build of EDDL says it supports CUDA on any machine; where no GPU is visible it has none."""
+    import types
+
+    from deephealth_deid.engines import eddl_engine
+
+    tensor = types.SimpleNamespace(is_hardware_supported=lambda what: what in ("cuda", "cudnn"))
+    monkeypatch.setitem(sys.modules, "pyeddl", types.ModuleType("pyeddl"))
+    monkeypatch.setitem(sys.modules, "pyeddl.tensor", types.SimpleNamespace(Tensor=tensor))
+    monkeypatch.setattr(eddl_engine, "_nvidia_device_visible", lambda: gpu_node)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert eddl_engine._gpu_count() == want
+    assert eddl_engine.resolve_device("auto") == ("cuda:0" if want else "cpu")
+
+
+def test_eddl_failing_on_its_device_is_an_engine_error_naming_the_way_out(monkeypatch):
+    from deephealth_deid.engines import eddl_engine
+
+    def fails(device):
+        raise RuntimeError("[CUDA ERROR]: no CUDA-capable device is detected")
+
+    monkeypatch.setattr(eddl_engine, "resolve_device", lambda device: "cuda:0")
+    monkeypatch.setattr(eddl_engine, "self_check", fails)
+    with pytest.raises(
+        EngineUnavailableError, match=r"could not run a small network on cuda:0.*--device cpu"
+    ):
+        eddl_engine.EddlEngine(device="auto")

@@ -50,7 +50,7 @@ import numpy as np
 from ..errors import EngineUnavailableError, ModelCheckError
 from ..nets import UNetSpec
 from .reference import random_weights, unet_forward, weight_shapes
-from .registry import INSTALL_HINTS, step_stats
+from .registry import INSTALL_HINTS, _nvidia_device_visible, step_stats
 from .weight_files import WeightFileEngine, checked_batch, softmax
 
 __all__ = ["EddlEngine", "EddlModel", "SelfCheck", "create", "is_available", "require", "self_check"]
@@ -158,7 +158,13 @@ def _quiet() -> Iterator[None]:
 
 
 def _gpu_count() -> int:
-    """GPUs EDDL could use: 0 for a CPU-only build of EDDL."""
+    """GPUs EDDL could use: 0 for a CPU-only build of EDDL, or where no NVIDIA device is visible.
+
+    A GPU build of EDDL says it supports CUDA on any machine; asked for a GPU
+    where there is none, it stops with a bare error, so the machine is asked
+    too (its driver's device node, and ``CUDA_VISIBLE_DEVICES``, where the
+    first ``-1`` ends the list as CUDA reads it).
+    """
     try:
         from pyeddl.tensor import Tensor
 
@@ -166,9 +172,12 @@ def _gpu_count() -> int:
             return 0
     except Exception:  # older bindings: no way to ask, assume none
         return 0
+    if not _nvidia_device_visible():
+        return 0
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([v for v in visible.split(",") if v.strip()])
+        listed = [v.strip() for v in visible.split(",")]
+        return len(listed[: listed.index("-1")] if "-1" in listed else [v for v in listed if v])
     return 1
 
 
@@ -600,7 +609,13 @@ class EddlEngine(WeightFileEngine):
 
     def __init__(self, *, device: str = "auto") -> None:
         self.device = resolve_device(device)
-        check = self_check(self.device)
+        try:
+            check = self_check(self.device)
+        except RuntimeError as e:  # EDDL's own error, e.g. a GPU build on a machine without the GPU
+            raise EngineUnavailableError(
+                f"EDDL could not run a small network on {self.device} ({e}); use --device cpu, or "
+                "check the GPU and its CUDA libraries"
+            ) from e
         self.check = check
         if not check.ok:
             raise EngineUnavailableError(

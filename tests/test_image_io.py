@@ -545,6 +545,33 @@ def test_enhanced_volume_is_refused(name):
         dd.load_image(td(name))
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rtdose.dcm",
+        "rtdose_rle.dcm",
+        pytest.param(  # a damaged header, which pydicom warns about
+            "rtdose_1frame.dcm",
+            marks=[
+                pytest.mark.filterwarnings("ignore:Expected explicit VR"),
+                pytest.mark.filterwarnings("ignore:Invalid value for VR IS"),
+            ],
+        ),
+    ],
+)
+def test_rt_dose_is_neither_an_image_nor_a_volume(name, tmp_path):
+    """A dose grid's planes are numbers: redacting "text" in them would change the dose."""
+    with pytest.raises(errors.WrongKindError, match=r"RT Dose.*dose grid"):
+        dd.load_image(td(name))
+    if "1frame" not in name:  # (one frame is read as a slice of its folder's series)
+        with pytest.raises(errors.UnsupportedInputError, match="RT Dose"):
+            dd.load_volume(td(name))
+    from deephealth_deid.cli import main
+
+    assert main(["redact", str(td(name)), str(tmp_path / "out.dcm"), "-q"]) == 1
+    assert not (tmp_path / "out.dcm").exists()
+
+
 def test_dicom_without_pixel_data(tmp_path):
     with pytest.raises(errors.UnsupportedInputError, match="no pixel data"):
         dd.load_image(td("rtplan.dcm"))

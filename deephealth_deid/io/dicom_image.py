@@ -156,7 +156,7 @@ def read_dicom_image(path: Path) -> Image:
         UnsupportedInputError: No pixel data (a report, a presentation state),
             float or 1-bit pixel data, or a photometric interpretation not read.
         WrongKindError: An Enhanced MR/CT/PET file, whose frames are the slices
-            of a volume (use ``load_volume``).
+            of a volume (use ``load_volume``), or an RT Dose file (a dose grid).
         TooLargeError: The decoded pixels would not fit in memory.
         DecoderUnavailableError: No installed decoder reads the compression.
     """
@@ -415,8 +415,17 @@ def _read(path: Path) -> Any:
     return ds
 
 
+#: RT Dose Storage: its frames are planes of a dose grid (Gy), numbers rather than a picture.
+_RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
+
+
 def _refuse_volume(ds: Any, path: Path) -> None:
     sop = str(ds.get("SOPClassUID", ""))
+    if sop == _RT_DOSE or (not sop and str(ds.get("Modality", "")).upper() == "RTDOSE"):
+        raise WrongKindError(
+            f"{path}: an RT Dose file, whose frames are the planes of a dose grid: numbers, not a "
+            "picture with text burned in; it is not an image deid reads"
+        )
     if sop in _VOLUME_SOP_CLASSES:
         raise WrongKindError(
             f"{path}: an {_VOLUME_SOP_CLASSES[sop]} file, whose frames are the slices of a volume, "

@@ -85,6 +85,7 @@ ENHANCED_VOLUME_CLASSES = frozenset(
 _NOT_IMAGES = {
     "1.2.840.10008.5.1.4.1.1.66.4": "a Segmentation",
     "1.2.840.10008.5.1.4.1.1.30": "a Parametric Map",
+    "1.2.840.10008.5.1.4.1.1.481.2": "an RT Dose (a dose grid)",
 }
 
 #: Distance (mm) under which two slice positions count as the same.

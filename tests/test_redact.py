@@ -270,6 +270,40 @@ def test_date_time_and_id_patterns_are_identifying(text):
     assert _decide(text, header={}).decision == "blank"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "901 234 567",
+        "12.345.678",
+        "123-45-6789",
+        "555 1234",
+        "123R456",
+        "999L999",
+        "78F",
+        "78 F",
+        "45 M",
+        "F 45Y",
+        "45 YO",
+        "67Y",
+        "078Y",
+        "004D",
+        "M/73",
+        "F, 45",
+    ],
+)
+def test_ids_in_groups_codes_and_age_with_sex_are_never_harmless(text):
+    """Short numbers and markers are harmless one by one, not as an ID in groups or an age and sex."""
+    d = _decide(text, header={})
+    assert d.decision == "blank", (text, d.reason)
+
+
+@pytest.mark.parametrize(
+    "text", ["MI 0.9", "TIS 0.4", "GN 60 DR 65", "C5-1", "0 5 10 15", "50 cm/s", "5 M/S", "3.5MHz", "2D"]
+)
+def test_ultrasound_parameters_and_scales_stay_harmless(text):
+    assert _decide(text, header={}).decision == "keep", text
+
+
 def test_markers_are_kept_only_with_keep_safe_and_confident_ocr():
     assert _decide("R").decision == "keep"
     assert _decide("R", confidence=0.5).reason == "OCR confidence below the minimum"

@@ -121,6 +121,16 @@ DEFAULT_IDENTIFYING_PATTERNS: dict[str, str] = {
     ),
     "time": r"\b\d{1,2}\s*:\s*\d{2}(?:\s*:\s*\d{2})?\b",
     "ID": r"\d{5,}|\b[A-Z]{1,4}-?\d{4,}[A-Z]*\b",
+    # An ID or a phone number written in groups (901 234 567, 12.345.678, 123-45-6789): two or
+    # more groups of digits, one of them at least three long.
+    "digit groups": r"\b(?:\d{2,4}[ .\-])*\d{3,4}(?:[ .\-]\d{2,4})+\b|\b(?:\d{2,4}[ .\-])+\d{3,4}\b",
+    # 67Y, 45 YO, and DICOM's ages 078Y, 026M, 013W, 004D.
+    "age": r"\b\d{1,3}\s*(?:Y|YR|YRS|YEARS?|YO|Y/O|Y\.O\.?)(?![A-Z/])|\b\d{3}[DWMY]\b",
+    # 78 F, 45M, 78Y/F, M/73: an age with the patient's sex (not a speed in M/S).
+    "age and sex": (
+        r"\b\d{1,3}\s*(?:Y|YR|YRS|YEARS?|YO)?\s*[/,]?\s*(?:F|M|FEMALE|MALE)(?![A-Z/])"
+        r"|\b(?:F|M|FEMALE|MALE)\s*[/,]\s*\d{1,3}\b"
+    ),
     "label": r"\b(?:NAME|DOB|D\.O\.B|BIRTH|MRN|PATIENT|PAT|PID|ACC|ACCESSION|ADDRESS|PHONE|TEL)\b",
 }
 
@@ -390,6 +400,8 @@ class Policy:
             return True
         pieces = _SUBTOKEN.findall(word)
         if "".join(pieces) != word:  # characters that are neither ASCII letters nor digits
+            return False
+        if sum(p[0].isdigit() for p in pieces) > 1:  # 123R456: a code, not a number and its unit
             return False
         return all(p in self.allow or _SHORT_NUMBER.fullmatch(p) for p in pieces)
 

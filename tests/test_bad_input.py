@@ -141,3 +141,57 @@ def test_cli_exits_nonzero_with_message_and_no_output(tmp_path, capsys, make):
     assert "error" in err and str(src) in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--margin-mm", "-5"],
+        ["--margin-mm", "nan"],
+        ["--face-depth", "-3"],
+        ["--face-depth", "15"],  # deeper than anything is ever removed (10 mm)
+        ["--mode", "bogus"],
+    ],
+)
+def test_deface_options_out_of_range_are_usage_errors(tmp_path, capsys, args, chris_t1):
+    out = tmp_path / "out.nii.gz"
+    assert deid(["deface", str(chris_t1), str(out), *args]) == 2
+    assert "error" in capsys.readouterr().err and not out.exists()
+
+
+def test_deface_and_redact_name_the_right_input_type_and_check_options_first(chris_t1):
+    with pytest.raises(TypeError, match="deface_file"):
+        dd.deface(str(chris_t1))
+    with pytest.raises(TypeError, match="redact_file"):
+        dd.redact_text(str(chris_t1))
+    vol = dd.load_volume(chris_t1)
+    never = lambda *a: pytest.fail("the network ran before the options were checked")  # noqa: E731
+    for bad in ({"mode": "bogus"}, {"margin_mm": -1.0}, {"margin_mm": float("nan")}, {"face_depth_mm": 12.0}):
+        with pytest.raises(ValueError):
+            dd.deface(vol, predictor=never, **bad)
+    from deephealth_deid.io.image import Image
+
+    with pytest.raises(TypeError, match="rules must be a RuleSet"):
+        dd.redact_text(Image(np.zeros((1, 8, 8), np.uint8), "MONOCHROME2"), rules={"a": 1})
+
+
+def test_same_output_and_mask_path_is_a_one_line_error(tmp_path, capsys, chris_t1):
+    out = tmp_path / "o.nii.gz"
+    assert deid(["deface", str(chris_t1), str(out), "--save-mask", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "must differ" in err and "Traceback" not in err and not out.exists()
+
+
+def test_an_os_error_while_writing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import os
+
+    src = tmp_path / "in.nii.gz"
+    dd.save_volume(dd.Volume(np.zeros((4, 4, 4), np.float32), np.eye(4)), src)
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "x.nii.gz"))
+
+    monkeypatch.setattr(os, "replace", full)
+    assert deid(["convert", str(src), str(tmp_path / "x.nii.gz")]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err

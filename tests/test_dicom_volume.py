@@ -939,3 +939,37 @@ def test_one_file_of_a_series_ignores_a_damaged_file_of_another_series(tmp_path:
     np.testing.assert_array_equal(vol.array, values)
     with pytest.raises(CorruptInputError, match="zz_broken"):
         dd.load_volume(tmp_path / "mixed")
+
+
+def test_force_replaces_an_earlier_output_series_and_never_a_folder_of_other_files(tmp_path: Path) -> None:
+    values = stored_values((5, 5, 3), np.uint16)
+    fac.write_series(tmp_path / "in", values)
+    vol = dd.load_volume(tmp_path / "in")
+    dd.save_volume(vol, tmp_path / "out")
+    first = sorted(p.name for p in (tmp_path / "out").iterdir())
+    dd.save_volume(vol.with_array(vol.array + 1), tmp_path / "out", overwrite=True)  # an earlier output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == first
+    other = tmp_path / "results"
+    (other / "sub").mkdir(parents=True)
+    (other / "sub" / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="other files than DICOM"):
+        dd.save_volume(vol, other, overwrite=True)
+    from deephealth_deid.cli import main
+
+    assert main(["convert", str(tmp_path / "in"), str(other), "--force", "-q"]) == 1
+    assert (other / "sub" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()
+    dd.save_volume(vol, tmp_path / "empty", overwrite=True)  # an empty folder is replaced
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = stored_values((5, 5, 3), np.uint16)
+    fac.write_series(tmp_path / "in", values)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != locked and real(p, mode, **kw))
+    with pytest.raises(OutputError, match="cannot be written"):
+        dd.save_volume(dd.load_volume(tmp_path / "in"), locked / "out.nii.gz")

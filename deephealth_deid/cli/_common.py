@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import DeidError
 
-__all__ = ["ENGINE_CHOICES", "at_least", "make_parser", "run"]
+__all__ = ["ENGINE_CHOICES", "at_least", "make_parser", "millimetres", "run"]
 
 #: ``--engine`` of the commands that predict (any engine; ``deid train`` offers those that train).
 ENGINE_CHOICES: tuple[str, ...] = ("auto", "torch", "eddl", "onnxruntime")
@@ -27,6 +28,22 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def millimetres(maximum: float | None = None) -> Callable[[str], float]:
+    """An ``argparse`` type: a finite distance in mm, from 0 to ``maximum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of millimetres, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (maximum is not None and value > maximum):
+            limit = f"from 0 to {maximum:g}" if maximum is not None else "0 or more"
+            raise argparse.ArgumentTypeError(f"must be {limit} mm, got {text}")
         return value
 
     return parse
@@ -61,6 +78,10 @@ def run(
         return int(command(args) or 0)
     except DeidError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the system refused: permissions, a full disk, a path that vanished
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{parser.prog}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)

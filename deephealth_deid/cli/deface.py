@@ -8,10 +8,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import ENGINE_CHOICES, make_parser, run
+from ._common import ENGINE_CHOICES, make_parser, millimetres, run
 from ._inputs import add_read_options
 
 log = logging.getLogger("deephealth_deid.cli")
+
+#: ``deface``'s ``max_depth_mm``: the face fill goes no deeper.
+MAX_DEPTH_MM = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 def add_deface_options(parser: argparse.ArgumentParser) -> None:
     """The defacing options that ``deid deface`` and ``deid deface-batch`` share."""
     parser.add_argument("--mode", choices=("zero", "noise", "blur"), default="zero", help="default: zero")
-    parser.add_argument("--margin-mm", type=float, default=3.0, help="grow the mask by this much (default 3)")
+    parser.add_argument(
+        "--margin-mm", type=millimetres(), default=3.0, help="grow the mask by this much (default 3)"
+    )
     parser.add_argument(
         "--face-depth",
-        type=float,
+        type=millimetres(MAX_DEPTH_MM),
         default=10.0,
         metavar="MM",
         help="also remove the skin between the eyes, nose and mouth, and around each ear, to this depth "

@@ -81,19 +81,18 @@ def check_outputs(
     """Check, before any work, that the outputs of :func:`deface_file` may be written.
 
     Raises:
-        ValueError: Two outputs share a path.
-        OutputError: An output is an input, lies inside it, or has no folder; the
+        OutputError: Two outputs share a path; an output is an input, lies inside it, or has no folder; the
             mask is not a NIfTI path.
         OutputExistsError: An output exists and ``overwrite`` is false.
     """
+    from ..errors import OutputError
+
     outputs = [Path(dst)] + [Path(p) for p in (save_mask, qc) if p is not None]
     if len({o.resolve() for o in outputs}) != len(outputs):
-        raise ValueError("the output, mask and QC paths must differ")
+        raise OutputError("the output, mask and QC paths must differ")
     for out in outputs:
         check_output(out, overwrite=overwrite, inputs=(src,))
     if save_mask is not None and not str(save_mask).lower().endswith((".nii", ".nii.gz")):
-        from ..errors import OutputError
-
         raise OutputError(f"{save_mask}: the mask is written as NIfTI; give a path ending in .nii or .nii.gz")
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..io.volume import Volume
-from .apply import apply_mask, background_values
+from .apply import MODES, apply_mask, background_values
 from .conform import Grid, conform, grid_depth, head_threshold, map_back_labels, sample_on_native
 from .postprocess import (
     FACE_LABELS,
@@ -129,6 +129,17 @@ def deface(
         :class:`DefaceResult`; ``result.volume`` keeps the input's source, so
         :func:`~deephealth_deid.save_volume` writes it in the input's format.
     """
+    if not isinstance(volume, Volume):
+        raise TypeError(
+            f"volume must be a Volume (dd.load_volume(path)), got {type(volume).__name__}; "
+            "dd.deface_file(src, dst) defaces a file"
+        )
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not (np.isfinite(margin_mm) and margin_mm >= 0):
+        raise ValueError(f"margin_mm must be 0 or more, got {margin_mm}")
+    if not (np.isfinite(max_depth_mm) and max_depth_mm > 0):
+        raise ValueError(f"max_depth_mm must be more than 0, got {max_depth_mm}")
     if not 0 <= face_depth_mm <= max_depth_mm:
         raise ValueError(
             f"face_depth_mm must be from 0 to max_depth_mm ({max_depth_mm}), got {face_depth_mm}"

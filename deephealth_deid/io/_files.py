@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import (
     CorruptInputError,
+    DeidError,
     InputNotFoundError,
     OutputError,
     OutputExistsError,
@@ -79,9 +80,36 @@ def check_output(
             )
     if not target.parent.is_dir():
         raise OutputError(f"{p}: the folder {p.parent} does not exist; create it first")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{p}: the folder {p.parent} cannot be written to (permission denied)")
     if (p.exists() or p.is_symlink()) and not overwrite:
         raise OutputExistsError(f"{p}: already exists; pass overwrite=True (CLI: --force) to replace it")
+    if p.is_dir() and not p.is_symlink():
+        _check_replaceable_folder(p)
     return p
+
+
+def _check_replaceable_folder(p: Path) -> None:
+    """Refuse to replace a folder unless it is empty or holds DICOM files only (an earlier output series).
+
+    A folder of anything else (notes, another study, a NIfTI output's
+    parent named by mistake) is never deleted, ``overwrite`` or not.
+    """
+    from ._sniff import sniff
+
+    for item in sorted(p.rglob("*")):
+        if item.is_dir() and not item.is_symlink():
+            continue
+        try:
+            ok = item.is_file() and not item.is_symlink() and sniff(item) == "dicom"
+        except (OSError, DeidError):
+            ok = False
+        if not ok:
+            raise OutputError(
+                f"{p}: is a folder holding other files than DICOM ({item.relative_to(p)}); only a folder "
+                "of DICOM files (an earlier output series) or an empty one is replaced. Choose another "
+                "output path, or empty or remove this folder yourself"
+            )
 
 
 @contextlib.contextmanager

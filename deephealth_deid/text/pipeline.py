@@ -182,11 +182,22 @@ def redact_text(
         EngineUnavailableError: An OCR backend named but not installed.
         ConfigError: A malformed policy or rules file.
     """
-    det = get_detector(detector, ocr=ocr, model=model, engine=engine, device=device)
+    if not isinstance(image, Image):
+        raise TypeError(
+            f"image must be an Image (dd.load_image(path)), got {type(image).__name__}; "
+            "dd.redact_file(src, dst) redacts a file"
+        )
+    for name, value, kind in (("policy", policy, Policy), ("rules", rules, RuleSet)):
+        if not isinstance(value, (kind, str, os.PathLike, type(None))):
+            raise TypeError(
+                f"{name} must be a {kind.__name__} or the path of its YAML file, got {type(value).__name__}"
+            )
+    # The files first: a malformed policy or rules file is reported before a model loads.
     pol = policy if isinstance(policy, Policy) else Policy() if policy is None else Policy.from_yaml(policy)
     if keep_safe is not None:
         pol = pol.with_keep_safe(keep_safe)
     rule_set = rules if isinstance(rules, RuleSet) or rules is None else RuleSet.from_yaml(rules)
+    det = get_detector(detector, ocr=ocr, model=model, engine=engine, device=device)
     reader = get_ocr(ocr) if pol.keep_safe else None
     if pol.keep_safe and reader is None and not _reads_text(det):
         _say_once("no OCR backend: every text region found is blanked (harmless markers too)")

@@ -55,7 +55,17 @@ from .io._sniff import sniff
 from .io.nifti import NIFTI_SUFFIXES
 from .io.raster import RASTER_SUFFIXES
 
-__all__ = ["Case", "Cases", "Ignored", "BatchSummary", "find_cases", "as_cases", "run_batch", "DONE"]
+__all__ = [
+    "Case",
+    "Cases",
+    "Ignored",
+    "BatchSummary",
+    "find_cases",
+    "as_cases",
+    "check_distinct_outputs",
+    "run_batch",
+    "DONE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +363,28 @@ def as_cases(cases: Iterable[Case | PathLike] | PathLike, out_dir: PathLike, *, 
     raise TypeError(
         "cases must be all Case objects (from find_cases) or all paths (files, folders or .txt lists)"
     )
+
+
+def check_distinct_outputs(cases: Sequence[Case], out_dir: PathLike, extras: Sequence[str] = ()) -> None:
+    """Refuse cases whose outputs, or the files written beside them (``extras``: ``_qc.png``), collide.
+
+    ``a.nii.gz`` with ``--save-mask`` writes ``a_mask.nii.gz``, which is also the
+    output of an input named ``a_mask.nii.gz``: one would replace the other.
+
+    Raises:
+        OutputError: Two cases would write one path.
+    """
+    out = Path(out_dir)
+    seen: dict[str, Case] = {}
+    for c in cases:
+        for path in (c.output(out), *(c.extra(out, suffix) for suffix in extras)):
+            key = os.path.normcase(str(path))
+            if key in seen and seen[key] is not c:
+                raise OutputError(
+                    f"{seen[key].input} and {c.input} would both write {path}; rename one of them, "
+                    "or process them in separate runs"
+                )
+            seen[key] = c
 
 
 def run_batch(

@@ -287,3 +287,17 @@ def test_uneven_slice_spacing_fails_a_case_unless_allowed(tmp_path, phantom, mon
         )
         == 0
     )
+
+
+def test_outputs_that_would_replace_each_other_are_refused_before_any_work(tmp_path, phantom):
+    image, labels = phantom
+    (tmp_path / "in").mkdir()
+    dd.save_volume(image, tmp_path / "in" / "a.nii.gz")
+    dd.save_volume(image, tmp_path / "in" / "a_mask.nii.gz")  # also the name of a.nii.gz's mask
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="would both write"):
+        deface_batch([tmp_path / "in"], out, save_mask=True, predictor=oracle_for(labels))
+    assert not out.exists()
+    assert deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels)).counts["done"] == 2
+    with pytest.raises(TypeError, match="True or False"):
+        deface_batch([tmp_path / "in"], tmp_path / "o2", qc=str(tmp_path / "private"))

@@ -12,6 +12,7 @@ from test_redact import FakeDetector
 
 import deephealth_deid as dd
 from deephealth_deid.cli import main
+from deephealth_deid.errors import OutputError
 from deephealth_deid.text import Region
 from deephealth_deid.text.batch import REPORT_NAME, find_cases, redact_batch
 from deephealth_deid.text.blank import padded_box
@@ -177,4 +178,17 @@ def test_detector_objects_cannot_go_to_job_processes(folder, tmp_path):
     with pytest.raises(ValueError, match="jobs=1"):
         redact_batch(
             find_cases([folder], tmp_path / "o"), tmp_path / "o", detector=FakeDetector([BOX]), jobs=2
+        )
+
+
+def test_a_qc_picture_that_would_replace_another_output_is_refused(tmp_path):
+    (tmp_path / "in").mkdir()
+    PILImage.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "in" / "x.png")
+    PILImage.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "in" / "x_qc.png")
+    with pytest.raises(OutputError, match="would both write"):
+        redact_batch([tmp_path / "in"], tmp_path / "out", qc=True, detector=FakeDetector([BOX]), ocr="none")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(TypeError, match="True or False"):
+        redact_batch(
+            [tmp_path / "in"], tmp_path / "out", qc="pictures", detector=FakeDetector([BOX]), ocr="none"
         )

@@ -98,8 +98,16 @@ def deface_batch(
         raise ValueError(
             "a predictor object cannot be sent to job processes: give model/engine/device, or jobs=1"
         )
+    if not isinstance(qc, bool) or not isinstance(save_mask, bool):
+        raise TypeError(
+            "qc and save_mask are True or False: the files go beside each output (NAME_qc.png, "
+            "NAME_mask.nii.gz); deface_file writes them to paths of your choice"
+        )
     out = Path(out_dir)
     cases = batch.as_cases(cases, out, kind="volume")
+    batch.check_distinct_outputs(
+        cases, out, [s for s, on in (("_qc.png", qc), ("_mask.nii.gz", save_mask)) if on]
+    )
     process = functools.partial(
         _deface_case, out=out, qc=qc, save_mask=save_mask, overwrite=overwrite, options=options
     )

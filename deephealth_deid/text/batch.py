@@ -85,8 +85,11 @@ def redact_batch(
     Returns:
         The :class:`~deephealth_deid.batch.BatchSummary`.
     """
+    if not isinstance(qc, bool):
+        raise TypeError("qc is True or False: the pictures go beside each output (NAME_qc.png)")
     out = Path(out_dir)
     cases = batch.as_cases(cases, out, kind="image")
+    batch.check_distinct_outputs(cases, out, ["_qc.png"] if qc else [])
     named = isinstance(detector, str) and (ocr is None or isinstance(ocr, str))
     if jobs > 1 and not named:
         raise ValueError(

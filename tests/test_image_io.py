@@ -487,12 +487,22 @@ def test_written_file_passes_dciodvfy(name, tmp_path):
 # DICOM writer refusals
 
 
-def test_dicom_image_is_not_written_as_a_raster(tmp_path):
+def test_dicom_image_is_not_written_under_another_format_s_name(tmp_path):
     img = _load("MR_small.dcm")
-    for suffix in (".png", ".jpg", ".tif"):
+    for suffix in (".png", ".jpg", ".tif", ".nii.gz", ".txt"):
         with pytest.raises(errors.OutputError, match="written as DICOM"):
             dd.save_image(img, tmp_path / f"out{suffix}")
     assert list(tmp_path.iterdir()) == []
+    from deephealth_deid.cli import main
+
+    src = tmp_path / "in" / "MR_small.dcm"  # alone in its folder: the folder is not read as a series
+    src.parent.mkdir()
+    src.write_bytes(td("MR_small.dcm").read_bytes())
+    assert main(["convert", str(src), str(tmp_path / "mr.nii.gz"), "-q"]) == 1
+    assert main(["redact", str(src), str(tmp_path / "mr.nii.gz"), "-q"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
+    for name in ("out.dcm", "out", "1.2.840.10008.99.7"):  # a file named by its UID too
+        dd.save_image(img, tmp_path / name)
 
 
 def test_frames_that_do_not_fit_are_refused_and_nothing_is_left(tmp_path):

@@ -11,7 +11,7 @@ from ._sniff import sniff
 from .image import Image
 from .volume import Volume
 
-__all__ = ["load_volume", "save_volume", "load_image", "save_image"]
+__all__ = ["load_volume", "save_volume", "load_image", "save_image", "check_image_path"]
 
 PathLike = str | os.PathLike[str]
 _RASTER = ("png", "jpeg", "tiff")
@@ -186,6 +186,23 @@ def save_image(image: Image, path: PathLike, *, overwrite: bool = False) -> Path
 
         write_raster(image, p)
     return p
+
+
+def check_image_path(image: Image, path: PathLike) -> None:
+    """Check, before any work, that :func:`save_image` can write ``image`` at ``path`` (format and suffix).
+
+    Raises:
+        OutputError: A DICOM image given another format's name (it stays
+            DICOM), or a raster image given a suffix it cannot be written as.
+    """
+    if image.format == "dicom":
+        from .dicom_image import check_dicom_path
+
+        check_dicom_path(Path(path))
+    else:
+        from .raster import check_raster_path
+
+        check_raster_path(image, Path(path))
 
 
 def _source_files(volume: Volume) -> tuple[Path, ...]:

@@ -79,9 +79,6 @@ _DECODED_PHOTOMETRIC: dict[str, str] = {
     "YBR_RCT": "RGB",
 }
 
-#: Suffixes that ask for a raster file, which a DICOM image is never silently written as.
-_RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-
 #: Byte width of the VRs whose values are words that must be swapped from big endian.
 _WORD_VRS = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 
@@ -227,11 +224,7 @@ def write_dicom_image(image: Image, dst: Path) -> None:
     src = image.source
     if not isinstance(src, DicomSource):
         raise OutputError(f"{dst}: the image was not read from DICOM, so it cannot be written as DICOM")
-    if dst.suffix.lower() in _RASTER_SUFFIXES:
-        raise OutputError(
-            f"{dst}: an image read from DICOM is written as DICOM (headers kept); "
-            "give a path ending in .dcm or without a suffix"
-        )
+    check_dicom_path(dst)
     ds0 = src.dataset
     arr = _stored_frames(image, src, dst)
 
@@ -414,6 +407,19 @@ def _read(path: Path) -> Any:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return ds
 
+
+def check_dicom_path(dst: Path) -> None:
+    """Refuse an output name that says another format (``.png``, ``.nii.gz``): a DICOM image stays DICOM."""
+    suffix = Path(dst).suffix.lower()
+    if suffix not in _DICOM_NAME_SUFFIXES and not suffix[1:].isdigit():  # .56: a file named by its UID
+        raise OutputError(
+            f"{dst}: an image read from DICOM is written as DICOM (headers kept); "
+            "give a path ending in .dcm or without a suffix"
+        )
+
+
+#: Suffixes a DICOM output may have (besides a UID's last number).
+_DICOM_NAME_SUFFIXES = ("", ".dcm", ".dicom", ".ima", ".dc3")
 
 #: RT Dose Storage: its frames are planes of a dose grid (Gy), numbers rather than a picture.
 _RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"

@@ -131,6 +131,18 @@ def write_raster(image: Image, path: Path) -> None:
             says which suffix to use instead).
     """
     path = Path(path)
+    fmt = check_raster_path(image, path)
+    src = image.source if isinstance(image.source, RasterSource) else None
+    with atomic_file(path) as tmp:
+        if fmt == "tiff":
+            _write_tiff(image, tmp, src, path)
+        else:
+            _write_pillow(image, tmp, fmt, src, path)
+    log.debug("%s: wrote %d frame(s), %s, as %s", path, image.n_frames, image.photometric, fmt)
+
+
+def check_raster_path(image: Image, path: Path) -> str:
+    """The format (``png``, ``jpeg``, ``tiff``) ``image`` is written in at ``path`` (:func:`write_raster`)."""
     fmt = RASTER_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise OutputError(
@@ -146,12 +158,7 @@ def write_raster(image: Image, path: Path) -> None:
         raise OutputError(
             f"{path}: {fmt.upper()} holds one frame and this image has {image.n_frames}; use .tif"
         )
-    with atomic_file(path) as tmp:
-        if fmt == "tiff":
-            _write_tiff(image, tmp, src, path)
-        else:
-            _write_pillow(image, tmp, fmt, src, path)
-    log.debug("%s: wrote %d frame(s), %s, as %s", path, image.n_frames, image.photometric, fmt)
+    return fmt
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..io import load_image, save_image
 from ..io._files import atomic_file, check_output
+from ..io.api import check_image_path
 from .pipeline import RedactResult, redact_text
 
 __all__ = ["check_outputs", "redact_file", "redact_text_file", "write_outputs", "write_qc_png"]
@@ -68,6 +69,7 @@ def redact_file(
     """
     check_outputs(src, dst, qc_png=qc_png, overwrite=overwrite)
     image = load_image(src)
+    check_image_path(image, dst)  # the format its name asks for, before any work
     result = redact_text(image, **options)
     write_outputs(result, dst, qc_png=qc_png, overwrite=overwrite)
     return result

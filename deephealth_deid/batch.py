@@ -474,7 +474,12 @@ def _attempt(
         case.output(out).parent.mkdir(parents=True, exist_ok=True)
         record.update(process(case, load()))
     except (DeidError, OSError) as e:
-        record.update(status="failed", error=str(e))
+        # The first line only: what follows lists what the input holds (series UIDs), which a
+        # report that may be shared does not need; the command on the one case shows it.
+        first, *more = str(e).splitlines() or [type(e).__name__]
+        record.update(
+            status="failed", error=first + (" (run deid info on this case for the details)" if more else "")
+        )
     except Exception as e:  # one bad case must not stop a cohort
         log.debug("%s failed", case.input, exc_info=True)
         record.update(

@@ -301,3 +301,21 @@ def test_outputs_that_would_replace_each_other_are_refused_before_any_work(tmp_p
     assert deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels)).counts["done"] == 2
     with pytest.raises(TypeError, match="True or False"):
         deface_batch([tmp_path / "in"], tmp_path / "o2", qc=str(tmp_path / "private"))
+
+
+def test_the_report_names_a_failure_in_one_line_without_listing_what_the_input_holds(tmp_path, phantom):
+    import dicom_factory as fac
+
+    image, labels = phantom
+    stored = np.clip(image.array, 0, None).astype(np.uint16)
+    folder = tmp_path / "in" / "two_series"
+    fac.write_datasets(
+        fac.make_series(stored[:, :, :4], series_description="A"), folder, names=["a0", "a1", "a2", "a3"]
+    )
+    second = fac.make_series(stored[:, :, 4:8], series_description="B Doe^Jane")
+    fac.write_datasets(second, folder, names=["b0", "b1", "b2", "b3"])
+    out = tmp_path / "out"
+    assert deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels)).counts["failed"] == 1
+    error = _records(out)[0]["error"]
+    assert "holds 2 series" in error and "deid info" in error
+    assert second[0].SeriesInstanceUID not in error and "Doe" not in error

@@ -314,7 +314,7 @@ def test_folder_search_skips_hidden_dicomdir_and_other_files(tmp_path: Path) -> 
 
 
 def test_series_uid_selects_one_of_several(tmp_path: Path) -> None:
-    a = fac.make_series(stored_values((5, 5, 3), seed=1), series_description="T1", series_number=3)
+    a = fac.make_series(stored_values((5, 5, 3), seed=1), series_description="T1 Doe^Jane", series_number=3)
     b = fac.make_series(
         stored_values((5, 5, 4), seed=2), modality="MR", series_description="T2", series_number=4
     )
@@ -324,7 +324,8 @@ def test_series_uid_selects_one_of_several(tmp_path: Path) -> None:
         dd.load_volume(tmp_path / "mixed")
     msg = str(err.value)
     assert a[0].SeriesInstanceUID in msg and b[0].SeriesInstanceUID in msg
-    assert "'T1'" in msg and "'T2'" in msg and "3 files" in msg and "4 files" in msg and "MR" in msg
+    assert "series 3," in msg and "series 4," in msg and "3 files" in msg and "4 files" in msg and "MR" in msg
+    assert "Doe" not in msg  # the free-text description is never shown: it can hold a name
     assert "series_uid=" in msg and "--series" in msg
     vol = dd.load_volume(tmp_path / "mixed", series_uid=b[0].SeriesInstanceUID)
     assert vol.shape == (5, 5, 4)

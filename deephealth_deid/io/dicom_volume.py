@@ -404,15 +404,20 @@ def _check_not_cut_image(item: _Item) -> None:
 
 
 def _describe_series(groups: dict[str, list[_Item]]) -> str:
+    """One line per series: its UID (what ``series_uid`` takes), number, modality and size.
+
+    Never the SeriesDescription: free text, which can hold a name.
+    """
     lines = []
     for uid, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         ds = members[0].ds
-        desc = str(ds.get("SeriesDescription", "") or "")
+        number = ds.get("SeriesNumber", None)
         modality = str(ds.get("Modality", "") or "?")
         nframes = sum(m.frames for m in members)
         frames = f", {nframes} frames" if nframes != len(members) else ""
+        numbered = f"series {number}, " if number not in (None, "") else ""
         lines.append(
-            f"  {uid or '(no SeriesInstanceUID)'}  {desc!r}  {modality}, {len(members)} files{frames}"
+            f"  {uid or '(no SeriesInstanceUID)'}  {numbered}{modality}, {len(members)} files{frames}"
         )
     return "\n".join(lines)
 

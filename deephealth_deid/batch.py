@@ -111,6 +111,16 @@ class Case:
         """The output under ``out_dir``."""
         return out_dir / self.name
 
+    def fingerprint(self) -> str:
+        """The input's size and time of change (every file's, for a folder): changed, a case is redone."""
+        if not self.folder:
+            st = self.input.stat()
+            return f"{st.st_size}:{st.st_mtime_ns}"
+        files = [p for p in sorted(self.input.iterdir()) if p.is_file() and not p.name.startswith(".")]
+        stats = [p.stat() for p in files]
+        latest = max((st.st_mtime_ns for st in stats), default=0)
+        return f"{len(stats)}:{sum(st.st_size for st in stats)}:{latest}"
+
     def extra(self, out_dir: Path, suffix: str) -> Path:
         """A file beside the output: its name without its suffix, then ``suffix`` (``_qc.png``)."""
         out = self.output(out_dir)
@@ -314,9 +324,19 @@ def find_cases(inputs: Iterable[PathLike], out_dir: PathLike, *, kind: str = "vo
     return Cases(unique.values(), ignored)
 
 
-def _read_report(report: Path) -> tuple[dict[str, str], set[str]]:
-    """An existing report's last status of each case, and the files it lists as passed over."""
-    status: dict[str, str] = {}
+def _done_before(case: Case, previous: tuple[str, str | None] | None, out: Path) -> bool:
+    """Whether ``case`` was done by an earlier run, from the same input, and its output is still there."""
+    if previous is None or previous[0] not in DONE or not case.output(out).exists():
+        return False
+    if previous[1] is not None and previous[1] != case.fingerprint():
+        log.info("%s: the input changed since it was processed; processing it again", case.name)
+        return False
+    return True
+
+
+def _read_report(report: Path) -> tuple[dict[str, tuple[str, str | None]], set[str]]:
+    """An existing report's last status and input fingerprint of each case, and the files passed over."""
+    status: dict[str, tuple[str, str | None]] = {}
     ignored: set[str] = set()
     if not report.is_file():
         return status, ignored
@@ -327,7 +347,7 @@ def _read_report(report: Path) -> tuple[dict[str, str], set[str]]:
                 if "ignored" in rec:
                     ignored.add(str(rec["ignored"]))
                 else:
-                    status[str(rec["case"])] = str(rec["status"])
+                    status[str(rec["case"])] = (str(rec["status"]), rec.get("input"))
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut by a stop
     return status, ignored
@@ -436,7 +456,7 @@ def run_batch(
     if overwrite:
         previous = {}
     start = time.perf_counter()
-    todo = [c for c in cases if not (previous.get(c.name) in DONE and c.output(out).exists())]
+    todo = [c for c in cases if not _done_before(c, previous.get(c.name), out)]
     summary.counts["skipped"] = len(cases) - len(todo)
     passed_over = getattr(cases, "ignored", [])
     summary.counts["ignored"] = len(passed_over)
@@ -470,6 +490,8 @@ def _attempt(
     """The record of one case: ``load()`` it and process it, a failure reported, never raised."""
     t0 = time.perf_counter()
     record: dict[str, Any] = {"case": case.name}
+    with contextlib.suppress(OSError):  # a missing input fails below, with its own message
+        record["input"] = case.fingerprint()
     try:
         case.output(out).parent.mkdir(parents=True, exist_ok=True)
         record.update(process(case, load()))

@@ -319,3 +319,21 @@ def test_the_report_names_a_failure_in_one_line_without_listing_what_the_input_h
     error = _records(out)[0]["error"]
     assert "holds 2 series" in error and "deid info" in error
     assert second[0].SeriesInstanceUID not in error and "Doe" not in error
+
+
+def test_a_case_whose_input_changed_is_not_skipped(tmp_path, phantom):
+    image, labels = phantom
+    (tmp_path / "in").mkdir()
+    src = tmp_path / "in" / "a.nii.gz"
+    dd.save_volume(image, src)
+    out = tmp_path / "out"
+    assert deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels)).counts["done"] == 1
+    assert deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels)).counts["skipped"] == 1
+    dd.save_volume(image.with_array(image.array[::-1].copy()), src, overwrite=True)  # another scan, same name
+    again = deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels))
+    # Not skipped; its earlier output is not replaced without overwrite either: the case fails, and says why.
+    assert again.counts["skipped"] == 0 and again.counts["failed"] == 1
+    assert "already exists" in _records(out)[-1]["error"]
+    assert (
+        deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels), overwrite=True).counts["done"] == 1
+    )

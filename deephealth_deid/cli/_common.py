@@ -73,6 +73,8 @@ def run(
     except SystemExit as e:  # argparse exits on --help (0) and on bad usage (2)
         return int(e.code or 0)
     level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    package_logger = logging.getLogger("deephealth_deid")
+    before = package_logger.level
     _configure_logging(level)
     try:
         return int(command(args) or 0)
@@ -86,6 +88,8 @@ def run(
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+    finally:  # called from Python (a notebook, a test), -q must not silence the package afterwards
+        package_logger.setLevel(before)
 
 
 def _configure_logging(level: int) -> None:

@@ -68,7 +68,9 @@ def load_volume(
 
         vol = read_dicom_volume(p, series_uid=series_uid, allow_uneven=allow_uneven)
     elif kind in _RASTER:
-        raise WrongKindError(f"{p}: a 2D {kind.upper()} image, not a volume; use load_image")
+        raise WrongKindError(
+            f"{p}: a 2D {kind.upper()} image, not a volume; use load_image (CLI: deid redact)"
+        )
     else:
         raise UnsupportedInputError(
             f"{p}: not a NIfTI or DICOM file (unrecognised content); "
@@ -160,7 +162,7 @@ def load_image(path: PathLike, *, reader: str = "builtin") -> Image:
         return image
     if kind in ("nifti", "dir"):
         what = "a NIfTI volume" if kind == "nifti" else "a folder (a DICOM series is a volume)"
-        raise WrongKindError(f"{p}: {what}, not a 2D image; use load_volume")
+        raise WrongKindError(f"{p}: {what}, not a 2D image; use load_volume (CLI: deid deface)")
     raise UnsupportedInputError(f"{p}: not a DICOM, PNG, JPEG or TIFF file (unrecognised content)")
 
 

@@ -435,7 +435,7 @@ def _refuse_volume(ds: Any, path: Path) -> None:
     if sop in _VOLUME_SOP_CLASSES:
         raise WrongKindError(
             f"{path}: an {_VOLUME_SOP_CLASSES[sop]} file, whose frames are the slices of a volume, "
-            "not a 2D image; use load_volume"
+            "not a 2D image; use load_volume (CLI: deid deface)"
         )
 
 

@@ -435,12 +435,13 @@ def _check_slice_kind(item: _Item) -> None:
     if missing:
         modality = str(ds.get("Modality", "") or "DICOM")
         raise WrongKindError(
-            f"{item.path}: a 2D {modality} image (no {' or '.join(missing)}), not a volume; use load_image"
+            f"{item.path}: a 2D {modality} image (no {' or '.join(missing)}), not a volume; "
+            "use load_image (CLI: deid redact)"
         )
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise UnsupportedInputError(
             f"{item.path}: colour slices (SamplesPerPixel {ds.SamplesPerPixel}) are not read as a volume; "
-            "use load_image"
+            "use load_image (CLI: deid redact)"
         )
 
 
@@ -487,7 +488,7 @@ def _read_series(where: Path, items: list[_Item], *, allow_uneven: bool) -> Volu
     if len(items) == 1:
         raise WrongKindError(
             f"{items[0].path}: the series has a single slice, so it is a 2D image, not a volume; "
-            "use load_image"
+            "use load_image (CLI: deid redact)"
         )
     n = len(items)
     ref = items[0]
@@ -596,12 +597,17 @@ def _read_enhanced(item: _Item, *, allow_uneven: bool) -> Volume:
             )
         raise WrongKindError(
             f"{path}: a multi-frame {ds.get('Modality', '')} image without per-frame positions "
-            "(a cine or a set of 2D frames), not a volume; use load_image"
+            "(a cine or a set of 2D frames), not a volume; use load_image (CLI: deid redact)"
         )
     if sop and sop not in ENHANCED_VOLUME_CLASSES:
-        raise WrongKindError(f"{path}: a multi-frame {_sop_name(ds)}, not a CT/MR/PET volume; use load_image")
+        raise WrongKindError(
+            f"{path}: a multi-frame {_sop_name(ds)}, not a CT/MR/PET volume; "
+            "use load_image (CLI: deid redact)"
+        )
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise UnsupportedInputError(f"{path}: colour frames are not read as a volume; use load_image")
+        raise UnsupportedInputError(
+            f"{path}: colour frames are not read as a volume; use load_image (CLI: deid redact)"
+        )
     nframes = item.frames
     per = ds.PerFrameFunctionalGroupsSequence
     if len(per) != nframes:
@@ -609,7 +615,9 @@ def _read_enhanced(item: _Item, *, allow_uneven: bool) -> Volume:
             f"{path}: NumberOfFrames is {nframes} but the Per-frame Functional Groups hold {len(per)} items"
         )
     if nframes < 2:
-        raise WrongKindError(f"{path}: a single frame, so a 2D image, not a volume; use load_image")
+        raise WrongKindError(
+            f"{path}: a single frame, so a 2D image, not a volume; use load_image (CLI: deid redact)"
+        )
     shared = (
         ds.SharedFunctionalGroupsSequence[0] if len(ds.get("SharedFunctionalGroupsSequence", [])) else None
     )

@@ -67,7 +67,8 @@ def read_nifti(path: Path, *, index: int | None = None) -> Volume:
     extra = shape[3:]
     if len(shape) < 3 or min(shape[:3]) < 2:
         raise WrongKindError(
-            f"{path}: a 2D image of shape {shape}, not a volume; use load_image for 2D images"
+            f"{path}: a 2D image of shape {shape}, not a volume; 2D images are read from DICOM, PNG, JPEG "
+            "or TIFF (load_image, deid redact), not from NIfTI"
         )
     if len(extra) and int(np.prod(extra)) > 1:
         if len(extra) > 1:

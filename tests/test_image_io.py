@@ -770,6 +770,29 @@ def test_jpeg_read_and_rewrite(tmp_path):
     np.testing.assert_array_equal(png.frames, img.frames)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_an_unchanged_jpeg_is_written_bit_identical_without_its_metadata(tmp_path, mode):
+    """Nothing blanked: the source's own JPEG data, so not a pixel changes; EXIF and comments go."""
+    pixels = _smooth_rgb() if mode == "RGB" else _smooth_rgb()[..., 0]
+    src = tmp_path / "in.jpg"
+    exif = PILImage.Exif()
+    exif[0x010E] = "Doe^Jane 1234567"  # ImageDescription
+    PILImage.fromarray(pixels).save(src, quality=90, exif=exif, comment=b"MRN 7654321")
+    img = dd.load_image(src)
+    out = dd.save_image(img, tmp_path / "out.jpg")
+    again = dd.load_image(out)
+    np.testing.assert_array_equal(again.frames, img.frames)
+    data = out.read_bytes()
+    assert b"Doe" not in data and b"7654321" not in data and b"Exif" not in data
+    with PILImage.open(out) as im:
+        assert "exif" not in im.info and "comment" not in im.info
+    # A changed image is encoded again, with the source's tables.
+    changed = img.frames.copy()
+    changed[0, :8, :8] = 0
+    redone = dd.load_image(dd.save_image(img.with_frames(changed), tmp_path / "changed.jpg"))
+    assert (redone.frames[0, :8, :8] < 8).all() and b"Doe" not in (tmp_path / "changed.jpg").read_bytes()
+
+
 def test_grey_jpeg(tmp_path):
     src = tmp_path / "in.jpg"
     PILImage.fromarray(_smooth_rgb()[..., 0]).save(src)

@@ -179,3 +179,14 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch, chris_t1):
     with pytest.raises(OSError, match="disk full"):
         dd.save_volume(vol, tmp_path / "o.nii.gz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_into_an_integer_nifti_is_refused_and_nothing_is_written(tmp_path, chris_t1):
+    vol = dd.load_volume(chris_t1)  # stored as uint8
+    bad = vol.array.astype(np.float32)
+    bad[10, 10, 10] = np.nan
+    with pytest.raises(dd.errors.InvalidDataError, match="1 voxels are NaN"):
+        dd.save_volume(vol.with_array(bad), tmp_path / "out.nii.gz")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError, match="must be a Volume"):
+        dd.save_volume(bad, tmp_path / "out.nii.gz")

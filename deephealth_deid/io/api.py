@@ -99,6 +99,11 @@ def save_volume(volume: Volume, path: PathLike, *, overwrite: bool = False) -> P
     Returns:
         The path written.
     """
+    if not isinstance(volume, Volume):
+        raise TypeError(
+            f"volume must be a Volume, got {type(volume).__name__}; Volume(array, affine) makes one from an "
+            "array, or volume.with_array(array) keeps a source's header"
+        )
     p = Path(path)
     src_path = volume.path
     fmt = volume.format

@@ -169,6 +169,12 @@ def _unscale(
     raw = (data.astype(np.float64) - (inter or 0.0)) / slope if scaled else data
     if stored.kind in "iu":
         if raw.dtype.kind == "f":
+            if not np.isfinite(raw).all():
+                bad = int((~np.isfinite(raw)).sum())
+                raise InvalidDataError(
+                    f"{path}: {bad} voxels are NaN or infinite, which the stored type {stored} cannot hold; "
+                    "replace them (e.g. with 0) before saving"
+                )
             raw = np.rint(raw)
         info = np.iinfo(stored)
         lo, hi = raw.min() if raw.size else 0, raw.max() if raw.size else 0

@@ -19,9 +19,11 @@ What is read, and how:
 Writing chooses the format from the suffix (``.png``, ``.jpg``/``.jpeg``,
 ``.tif``/``.tiff``; anything else is an :class:`~deephealth_deid.errors.OutputError`)
 and is atomic. PNG and TIFF are lossless and round-trip bit-exactly. JPEG is
-written only for an image read from a JPEG (re-encoded with the source's
-quantisation tables and chroma subsampling, which keeps the generation loss
-small): JPEG would otherwise change pixels that were never redacted. PNG holds
+written only for an image read from a JPEG: unchanged, as the source's own
+compressed data without its metadata segments (bit-identical pixels);
+changed, re-encoded with the source's quantisation tables and chroma
+subsampling, which keeps the generation loss small. JPEG would otherwise
+change pixels that were never redacted. PNG holds
 one 8/16-bit grey, 8-bit RGB or palette frame; a multi-frame image, 16-bit
 colour, or values beyond 16 bits need ``.tif``. PNG has no MONOCHROME1, so such
 an image is written inverted (as MONOCHROME2); TIFF writes it as MINISWHITE.
@@ -33,10 +35,11 @@ may name the patient) is not written.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,9 @@ class RasterSource:
         subsampling: For JPEG, Pillow's chroma subsampling code (-1 unknown).
         compressed: For TIFF, whether the source was compressed (the output
             is then deflate-compressed, losslessly).
+        path: For JPEG, the file read.
+        digest: For JPEG, a digest of the frames as decoded: frames that still
+            match it are written as the source's own compressed data.
     """
 
     format: str
@@ -91,6 +97,8 @@ class RasterSource:
     quantization: Any = field(default=None, repr=False)
     subsampling: int = -1
     compressed: bool = False
+    path: Path | None = None
+    digest: bytes = field(default=b"", repr=False)
 
 
 def read_raster(path: Path, kind: str) -> Image:
@@ -133,12 +141,67 @@ def write_raster(image: Image, path: Path) -> None:
     path = Path(path)
     fmt = check_raster_path(image, path)
     src = image.source if isinstance(image.source, RasterSource) else None
+    if fmt == "jpeg" and src is not None and _unchanged_jpeg(image, src):
+        # Nothing was changed: the source's own compressed data, without its metadata, so the
+        # pixels stay bit-identical (re-encoding would change them all a little).
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(jpeg_without_metadata(src.path.read_bytes()))  # type: ignore[union-attr]
+        log.debug("%s: unchanged; the source's JPEG data written without its metadata", path)
+        return
     with atomic_file(path) as tmp:
         if fmt == "tiff":
             _write_tiff(image, tmp, src, path)
         else:
             _write_pillow(image, tmp, fmt, src, path)
     log.debug("%s: wrote %d frame(s), %s, as %s", path, image.n_frames, image.photometric, fmt)
+
+
+def _unchanged_jpeg(image: Image, src: RasterSource) -> bool:
+    return (
+        src.path is not None
+        and src.path.is_file()
+        and bool(src.digest)
+        and _digest(image.frames, image.photometric) == src.digest
+    )
+
+
+#: JPEG segments kept when metadata is removed: APP0 (JFIF, without a thumbnail), APP2 (ICC
+#: profile) and APP14 (Adobe: how the colours are coded). EXIF, XMP, IPTC, comments and every
+#: other application segment can name the patient, and go.
+_KEPT_APP = {0xE0, 0xE2, 0xEE}
+
+
+def jpeg_without_metadata(data: bytes) -> bytes:
+    """A JPEG file's bytes without its metadata segments (see :data:`_KEPT_APP`); the image data unchanged.
+
+    Example:
+        >>> soi, com = b"\\xff\\xd8", b"\\xff\\xfe\\x00\\x06Jane"
+        >>> jpeg_without_metadata(soi + com + b"\\xff\\xda\\x00\\x02scan\\xff\\xd9")
+        b'\\xff\\xd8\\xff\\xda\\x00\\x02scan\\xff\\xd9'
+    """
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG stream")
+    out = bytearray(data[:2])
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise ValueError(f"JPEG marker expected at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan: the rest is image data, copied as it is
+            out += data[i:]
+            return bytes(out)
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        segment = data[i : i + 2 + length]
+        keep = not (0xE0 <= marker <= 0xEF or marker == 0xFE) or marker in _KEPT_APP
+        if marker == 0xE0 and segment[4:9] == b"JFIF\x00" and length >= 16 and (segment[16] or segment[17]):
+            keep = False  # a JFIF header holding a thumbnail
+        if keep:
+            out += segment
+        i += 2 + length
+    raise ValueError("JPEG stream without image data")
 
 
 def check_raster_path(image: Image, path: Path) -> str:
@@ -205,7 +268,16 @@ def _read_pillow(path: Path, kind: str) -> Image:
                 decoded.append((np.asarray(im.convert("RGB")), "RGB", None))
     frames = np.stack([a for a, _, _ in decoded])
     _, photometric, palette = decoded[0]
+    if kind == "jpeg":
+        source = replace(source, path=path, digest=_digest(frames, photometric))
     return Image(frames, photometric, palette=palette, source=source, path=path)
+
+
+def _digest(frames: np.ndarray, photometric: str) -> bytes:
+    data = np.ascontiguousarray(frames)
+    h = hashlib.blake2b(data.view(np.uint8), digest_size=16)
+    h.update(f"{photometric}{data.shape}{data.dtype}".encode())
+    return h.digest()
 
 
 def _check_png_header(path: Path) -> None:

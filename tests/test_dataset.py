@@ -694,3 +694,20 @@ def test_importing_the_data_package_stays_light() -> None:
     code = "import sys, deephealth_deid.data, deephealth_deid.cli.dataset; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-n", "0"],
+        ["--spacing", "0"],
+        ["--spacing", "-1"],
+        ["--validation-fraction", "2"],
+        ["--shape", "4", "4", "4"],
+    ],
+)
+def test_synth_refuses_bad_values_as_usage_errors_and_writes_nothing(tmp_path, args, capsys):
+    from deephealth_deid.cli import main
+
+    assert main(["dataset", "synth", str(tmp_path / "out"), *args]) == 2
+    assert "error" in capsys.readouterr().err and not (tmp_path / "out").exists()

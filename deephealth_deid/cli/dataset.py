@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._common import make_parser, run
+from ._common import at_least, make_parser, millimetres, run
 
 __all__ = ["main"]
 
@@ -238,14 +238,38 @@ def _add_synth(sub: Any) -> None:
     )
     _add_verbosity(p)
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder for images/, labels/ and dataset.yaml")
-    p.add_argument("-n", type=int, default=20, help="number of heads (default 20)")
+    p.add_argument("-n", type=at_least(1), default=20, help="number of heads (default 20)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument("--spacing", type=float, default=2.0, help="voxel size in mm (default 2)")
-    p.add_argument("--shape", type=int, nargs=3, default=(128, 128, 128), metavar=("X", "Y", "Z"))
+    p.add_argument("--spacing", type=_positive_mm, default=2.0, help="voxel size in mm (default 2)")
+    p.add_argument(
+        "--shape", type=at_least(8), nargs=3, default=(128, 128, 128), metavar=("X", "Y", "Z"), help="voxels"
+    )
     p.add_argument("--all-labels", action="store_true", help="keep tissue labels, not only the features")
-    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        default=0.1,
+        help="share of heads for validation (default 0.1)",
+    )
     p.add_argument("-f", "--force", action="store_true", help="replace an existing dataset")
     p.set_defaults(command=_synth)
+
+
+def _positive_mm(text: str) -> float:
+    value = millimetres()(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 mm, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -195,3 +195,14 @@ def test_an_os_error_while_writing_is_a_one_line_error(tmp_path, capsys, monkeyp
     assert deid(["convert", str(src), str(tmp_path / "x.nii.gz")]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err
+
+
+def test_an_option_for_the_other_format_is_an_error_not_ignored(tmp_path, chris_t1):
+    import dicom_factory as fac
+
+    with pytest.raises(errors.UnsupportedInputError, match="--series"):
+        dd.load_volume(chris_t1, series_uid="1.2.3")
+    fac.write_series(tmp_path / "series", np.zeros((4, 4, 3), np.uint16))
+    with pytest.raises(errors.UnsupportedInputError, match="--volume"):
+        dd.load_volume(tmp_path / "series", index=0)
+    assert deid(["info", str(chris_t1), "--series", "1.2.3", "-q"]) == 1

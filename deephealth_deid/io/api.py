@@ -59,6 +59,12 @@ def load_volume(
     if reader not in ("builtin", "ecvl"):
         raise ValueError(f"reader must be 'builtin' or 'ecvl', got {reader!r}")
     kind = sniff(p)
+    if kind == "nifti" and series_uid is not None:
+        raise UnsupportedInputError(
+            f"{p}: a NIfTI file holds no DICOM series; series_uid (--series) is for DICOM"
+        )
+    if kind in ("dir", "dicom") and index is not None:
+        raise UnsupportedInputError(f"{p}: DICOM; index (--volume) picks a volume of a 4D NIfTI file")
     if kind == "nifti":
         from .nifti import read_nifti
 

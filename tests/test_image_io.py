@@ -786,6 +786,10 @@ def test_an_unchanged_jpeg_is_written_bit_identical_without_its_metadata(tmp_pat
     assert b"Doe" not in data and b"7654321" not in data and b"Exif" not in data
     with PILImage.open(out) as im:
         assert "exif" not in im.info and "comment" not in im.info
+    # A source file replaced since it was read is never written in the image's place.
+    PILImage.fromarray(255 - pixels).save(src, quality=90)
+    kept = dd.load_image(dd.save_image(img, tmp_path / "after_replace.jpg"))
+    assert np.abs(kept.frames.astype(int) - img.frames.astype(int)).mean() < 2
     # A changed image is encoded again, with the source's tables.
     changed = img.frames.copy()
     changed[0, :8, :8] = 0

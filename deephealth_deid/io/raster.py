@@ -141,11 +141,12 @@ def write_raster(image: Image, path: Path) -> None:
     path = Path(path)
     fmt = check_raster_path(image, path)
     src = image.source if isinstance(image.source, RasterSource) else None
-    if fmt == "jpeg" and src is not None and _unchanged_jpeg(image, src):
+    same = _same_jpeg_data(image, src) if fmt == "jpeg" and src is not None else None
+    if same is not None:
         # Nothing was changed: the source's own compressed data, without its metadata, so the
         # pixels stay bit-identical (re-encoding would change them all a little).
         with atomic_file(path) as tmp:
-            tmp.write_bytes(jpeg_without_metadata(src.path.read_bytes()))  # type: ignore[union-attr]
+            tmp.write_bytes(same)
         log.debug("%s: unchanged; the source's JPEG data written without its metadata", path)
         return
     with atomic_file(path) as tmp:
@@ -156,13 +157,25 @@ def write_raster(image: Image, path: Path) -> None:
     log.debug("%s: wrote %d frame(s), %s, as %s", path, image.n_frames, image.photometric, fmt)
 
 
-def _unchanged_jpeg(image: Image, src: RasterSource) -> bool:
-    return (
-        src.path is not None
-        and src.path.is_file()
-        and bool(src.digest)
-        and _digest(image.frames, image.photometric) == src.digest
-    )
+def _same_jpeg_data(image: Image, src: RasterSource) -> bytes | None:
+    """The source file's JPEG data without metadata, when ``image`` is still what it decodes to; else None.
+
+    The stripped data is decoded again and compared, so a source file changed
+    since it was read is never written in the image's place.
+    """
+    if src.path is None or not src.digest or _digest(image.frames, image.photometric) != src.digest:
+        return None
+    import io
+
+    from PIL import Image as PILImage
+
+    try:
+        data = jpeg_without_metadata(src.path.read_bytes())
+        with PILImage.open(io.BytesIO(data)) as im:
+            frame, photometric, _ = _pillow_frame(im, src.path)
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError):
+        return None
+    return data if _digest(frame[None], photometric) == src.digest else None
 
 
 #: JPEG segments kept when metadata is removed: APP0 (JFIF, without a thumbnail), APP2 (ICC

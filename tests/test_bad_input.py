@@ -206,3 +206,10 @@ def test_an_option_for_the_other_format_is_an_error_not_ignored(tmp_path, chris_
     with pytest.raises(errors.UnsupportedInputError, match="--volume"):
         dd.load_volume(tmp_path / "series", index=0)
     assert deid(["info", str(chris_t1), "--series", "1.2.3", "-q"]) == 1
+
+
+def test_info_on_a_file_of_no_known_format_names_every_format_it_reads(tmp_path, capsys):
+    fake = tmp_path / "fake.dcm"
+    fake.write_text("hello")
+    assert deid(["info", str(fake)]) == 1
+    assert "not a NIfTI, DICOM, PNG, JPEG or TIFF file" in capsys.readouterr().err

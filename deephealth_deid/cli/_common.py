@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -80,6 +82,10 @@ def run(
         return int(command(args) or 0)
     except DeidError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the output piped into a command that stopped reading (| head)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as e:  # the system refused: permissions, a full disk, a path that vanished
         where = f"{e.filename}: " if e.filename else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import WrongKindError
+from ..errors import UnsupportedInputError, WrongKindError
 from ..io import Image, Volume, load_image, load_volume
 
 __all__ = ["add_read_options", "read_any"]
@@ -24,6 +24,14 @@ def add_read_options(parser: argparse.ArgumentParser) -> None:
 
 def read_any(path: Path, args: argparse.Namespace) -> Volume | Image:
     """Read ``path`` as a volume, or as a 2D image when it is one."""
+    from ..io._files import check_input_file
+    from ..io._sniff import sniff
+
+    if sniff(check_input_file(path)) == "unknown":
+        raise UnsupportedInputError(
+            f"{path}: not a NIfTI, DICOM, PNG, JPEG or TIFF file (unrecognised content; damaged, or "
+            "another format)"
+        )
     try:
         return load_volume(path, index=args.volume, series_uid=args.series, allow_uneven=args.allow_uneven)
     except WrongKindError as volume_error:

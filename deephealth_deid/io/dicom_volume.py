@@ -382,7 +382,8 @@ def _select_series(folder: Path, items: list[_Item], series_uid: str | None, ski
     if len(groups) > 1:
         raise MultipleSeriesError(
             f"{folder}: holds {len(groups)} series; choose one with series_uid=UID "
-            f"(CLI: --series UID):\n" + _describe_series(groups)
+            f"(CLI: --series UID of deid deface, info or convert; a batch takes one series per folder):\n"
+            + _describe_series(groups)
         )
     return next(iter(groups.values()))
 

@@ -75,7 +75,8 @@ def read_nifti(path: Path, *, index: int | None = None) -> Volume:
             raise WrongKindError(f"{path}: a {len(shape)}D image {shape}; only 3D and 4D files are read")
         if index is None:
             raise WrongKindError(
-                f"{path}: a 4D file with {extra[0]} volumes; choose one with index=N (CLI: --volume N)"
+                f"{path}: a 4D file with {extra[0]} volumes; choose one with index=N "
+                "(CLI: --volume N of deid deface, info or convert)"
             )
         if not 0 <= index < extra[0]:
             raise WrongKindError(f"{path}: volume index {index} is outside 0..{extra[0] - 1}")

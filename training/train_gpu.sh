@@ -7,7 +7,8 @@
 # networks; both train at once, sharing the GPU, each with half the CPU cores (less one) as
 # sample-drawing workers. Each starts from its shipped model (--init shipped) at a constant
 # learning rate (DEFACE_LR, TEXT_LR) with a GPU-sized batch (DEFACE_BATCH, TEXT_BATCH).
-# DEVICE (default cuda) and WORKERS (per network) override the device and the workers.
+# DEVICE (default cuda) and WORKERS (per network) override the device and the workers;
+# BENCH=0 skips the defacing speed benchmark (minutes of a short device loan).
 #
 # Written under OUT: deface/ and text/ (run folders, resumable: model.safetensors is the best
 # validation checkpoint), train_<task>.log, and the measures of the trained models:
@@ -75,7 +76,7 @@ for task in $tasks; do
         "$python" "$root/benchmarks/eval_deface.py" --model "$out/deface/model.safetensors" \
             --synthetic 8 >"$out/eval_deface.log" 2>&1 || echo "eval_deface failed: see its log" >&2
         # Volumes per second in batch on this device (the shipped model), one job and several.
-        "$python" "$root/benchmarks/bench_deface.py" --device "$device" --engines torch --repeat 1 \
+        [[ "${BENCH:-1}" == 0 ]] || "$python" "$root/benchmarks/bench_deface.py" --device "$device" --engines torch --repeat 1 \
             --batch "${BENCH_BATCH:-16}" --jobs "${BENCH_JOBS:-1,4}" >"$out/bench_deface.log" 2>&1 \
             || echo "bench_deface failed: see its log" >&2 ;;
     text)

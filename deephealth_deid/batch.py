@@ -40,6 +40,7 @@ the rest go on, and a run that was stopped going on where it left.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -112,14 +113,25 @@ class Case:
         return out_dir / self.name
 
     def fingerprint(self) -> str:
-        """The input's size and time of change (every file's, for a folder): changed, a case is redone."""
-        if not self.folder:
-            st = self.input.stat()
-            return f"{st.st_size}:{st.st_mtime_ns}"
-        files = [p for p in sorted(self.input.iterdir()) if p.is_file() and not p.name.startswith(".")]
-        stats = [p.stat() for p in files]
-        latest = max((st.st_mtime_ns for st in stats), default=0)
-        return f"{len(stats)}:{sum(st.st_size for st in stats)}:{latest}"
+        """A digest of the input's size and first bytes (of every file, for a folder).
+
+        Another scan under the same name changes it; a copy of the same
+        files (moved to another disk, times not kept) does not. The first
+        64 KiB of a file (4 KiB of each file of a series: its header, with
+        the instance's UID) are read, never the whole input.
+        """
+        files = (
+            [p for p in sorted(self.input.iterdir()) if p.is_file() and not p.name.startswith(".")]
+            if self.folder
+            else [self.input]
+        )
+        head = 4096 if self.folder else 65536
+        h = hashlib.blake2b(digest_size=12)
+        for p in files:
+            with open(p, "rb") as f:
+                h.update(f"{p.name}:{os.fstat(f.fileno()).st_size}:".encode())
+                h.update(f.read(head))
+        return f"{len(files)}:{h.hexdigest()}"
 
     def extra(self, out_dir: Path, suffix: str) -> Path:
         """A file beside the output: its name without its suffix, then ``suffix`` (``_qc.png``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -328,6 +329,8 @@ def test_a_case_whose_input_changed_is_not_skipped(tmp_path, phantom):
     dd.save_volume(image, src)
     out = tmp_path / "out"
     assert deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels)).counts["done"] == 1
+    assert deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels)).counts["skipped"] == 1
+    os.utime(src, (0, 0))  # the same file copied elsewhere without its times: still done
     assert deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels)).counts["skipped"] == 1
     dd.save_volume(image.with_array(image.array[::-1].copy()), src, overwrite=True)  # another scan, same name
     again = deface_batch([tmp_path / "in"], out, predictor=oracle_for(labels))

@@ -340,10 +340,15 @@ def _done_before(case: Case, previous: tuple[str, str | None] | None, out: Path)
     """Whether ``case`` was done by an earlier run, from the same input, and its output is still there."""
     if previous is None or previous[0] not in DONE or not case.output(out).exists():
         return False
-    if previous[1] is not None and previous[1] != case.fingerprint():
-        log.info("%s: the input changed since it was processed; processing it again", case.name)
+    if previous[1] is None:  # a report written before inputs were fingerprinted
+        return True
+    try:
+        same = previous[1] == case.fingerprint()
+    except OSError:  # unreadable now: processing it says why
         return False
-    return True
+    if not same:
+        log.info("%s: the input changed since it was processed; processing it again", case.name)
+    return same
 
 
 def _read_report(report: Path) -> tuple[dict[str, tuple[str, str | None]], set[str]]:

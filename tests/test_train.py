@@ -304,3 +304,80 @@ def test_a_deterministic_run_repeats_and_leaves_torch_as_it_was(tmp_path: Path) 
     assert cli_main(["train", str(path), *ten, "--out-dir", str(tmp_path / "b")]) == 0
     assert any("loss" in r for r in losses("a")) and losses("a") == losses("b")
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.fixture(scope="module")
+def labelled_dataset(tmp_path_factory) -> Path:
+    """Three synthetic heads written as a DeepHealth dataset (images and feature labels), as a user's."""
+    from deephealth_deid.data.synth_heads import write_synth_dataset
+
+    folder = tmp_path_factory.mktemp("cohort")
+    return write_synth_dataset(folder, n=3, spacing_mm=4.0, shape=(48, 48, 48), validation_fraction=0.34)
+
+
+def _from_dataset(tmp_path: Path, dataset: Path, **changes: object) -> Path:
+    data = {**TINY["data"], "synthetic": False, "datasets": [str(dataset)], "validation_size": 0, **changes}
+    return write_config(tmp_path, data=data, optim={**TINY["optim"], "iterations": 2})
+
+
+def test_training_on_a_users_dataset_and_its_checks(tmp_path: Path, labelled_dataset: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    import yaml
+
+    from deephealth_deid.cli import main as cli_main
+    from deephealth_deid.data.dataset import load_dataset
+
+    assert cli_main(["train", str(_from_dataset(tmp_path, labelled_dataset))]) == 0
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["iteration"] == 2
+    # Listed datasets with every head synthetic: they would never be used.
+    mixed = write_config(tmp_path, data={**TINY["data"], "datasets": [str(labelled_dataset)]})
+    with pytest.raises(ConfigError, match="synthetic_fraction"):
+        load_config(mixed)
+    # An empty training split next to held-out ones: never trained on the held-out subjects.
+    raw = yaml.safe_load(labelled_dataset.read_text())
+    raw["split"]["training"] = []
+    leaky = labelled_dataset.parent / "leaky.yaml"
+    leaky.write_text(yaml.safe_dump(raw))
+    assert cli_main(["train", str(_from_dataset(tmp_path, leaky)), "--out-dir", str(tmp_path / "r2")]) == 1
+    assert "training split is empty" in capsys.readouterr().err
+    # A tissue map (1 grey matter, 2 white matter, ...) where feature labels belong.
+    ds = load_dataset(labelled_dataset)
+    label = Path(ds.samples[0].label)
+    import deephealth_deid as dd
+
+    vol = dd.load_volume(label)
+    tissue = labelled_dataset.parent / "tissue.nii.gz"
+    dd.save_volume(
+        vol.with_array(np.where(np.arange(vol.array.size).reshape(vol.shape) % 3 == 0, 1, 2)), tissue
+    )
+    raw = yaml.safe_load(labelled_dataset.read_text())
+    for image in raw["images"]:
+        image["label"] = "tissue.nii.gz"
+    wrong = labelled_dataset.parent / "tissue.yaml"
+    wrong.write_text(yaml.safe_dump(raw))
+    assert cli_main(["train", str(_from_dataset(tmp_path, wrong)), "--out-dir", str(tmp_path / "r3")]) == 1
+    assert "tissue or parcellation" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"validate_every": 0}, "validate_every"),
+        ({"checkpoint_every": 0}, "checkpoint_every"),
+        ({"optim": {"lr": -1}}, "optim.lr"),
+        ({"threads": -2}, "threads"),
+        ({"optim": {"class_weights": [-1, 1, 1, 1, 1]}}, "optim.class_weights"),
+        ({"data": {"patch": ["16", 16, 16]}}, "data.patch"),
+        ({"optim": {"lr_steps": [[1, "a"]]}}, "optim.lr_steps"),
+        ({"data": {"datasets": [123]}}, "data.datasets"),
+        ({"time_budget_min": "5"}, "time_budget_min"),
+        ({"time_budget_min": -3}, "time_budget_min"),
+        ({"seed": 1.5}, "seed"),
+        ({"optim": {"iterations": 2.5}}, "optim.iterations"),
+    ],
+)
+def test_bad_training_values_are_config_errors_naming_the_key(
+    tmp_path: Path, changes: dict, key: str
+) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write_config(tmp_path, **changes))

@@ -11,6 +11,7 @@ are refused rather than silently ignored.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -223,8 +224,44 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
 
     if cfg.task not in TASKS:
         raise bad("task", f"unknown task {cfg.task!r} (known: {', '.join(TASKS)})")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def whole(v: Any) -> bool:
+        return number(v) and float(v).is_integer()
+
+    for key, value, low in (
+        ("seed", cfg.seed, None),
+        ("threads", cfg.threads, 0),
+        ("validate_every", cfg.validate_every, 1),
+        ("checkpoint_every", cfg.checkpoint_every, 1),
+        ("optim.iterations", cfg.optim.iterations, 1),
+        ("optim.batch_size", cfg.optim.batch_size, 1),
+        ("data.validation_size", cfg.data.validation_size, 0),
+        ("data.patches_per_head", cfg.data.patches_per_head, 1),
+    ):
+        if not whole(value) or (low is not None and value < low):
+            raise bad(key, "a whole number" + (f" of at least {low}" if low is not None else ""))
+    if not (number(cfg.optim.lr) and cfg.optim.lr > 0):
+        raise bad("optim.lr", "a learning rate above 0")
+    if not (number(cfg.optim.weight_decay) and cfg.optim.weight_decay >= 0):
+        raise bad("optim.weight_decay", "0 or more")
+    if not all(number(w) and w >= 0 for w in cfg.optim.class_weights) or not any(cfg.optim.class_weights):
+        raise bad("optim.class_weights", "numbers of 0 or more, not all 0")
+    if cfg.time_budget_min is not None and not (number(cfg.time_budget_min) and cfg.time_budget_min > 0):
+        raise bad("time_budget_min", "minutes above 0, or null for no limit")
+    if not all(isinstance(d, str) and d for d in cfg.data.datasets):
+        raise bad("data.datasets", "a list of dataset YAML paths")
+    if cfg.data.patch is not None and not all(whole(p) and p > 0 for p in cfg.data.patch):
+        raise bad("data.patch", "whole numbers above 0")
     if any(
-        not isinstance(step, (list, tuple)) or len(step) != 2 or step[0] < 0 or step[1] <= 0
+        not isinstance(step, (list, tuple))
+        or len(step) != 2
+        or not whole(step[0])
+        or not number(step[1])
+        or step[0] < 0
+        or step[1] <= 0
         for step in cfg.optim.lr_steps
     ):
         raise bad("optim.lr_steps", "a list of [iteration, learning rate] pairs, rates positive")
@@ -264,6 +301,12 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         raise bad("data.patch", f"three multiples of {stride} no larger than grid.shape")
     if not cfg.data.synthetic and not cfg.data.datasets:
         raise bad("data", "no training data: set synthetic: true or list datasets")
+    if cfg.data.synthetic and cfg.data.datasets and cfg.data.synthetic_fraction >= 1.0:
+        raise bad(
+            "data.synthetic_fraction",
+            "1.0 with datasets listed: every head would be synthetic and the datasets never used; set it "
+            "below 1 (the share of synthetic heads, e.g. 0.5) or synthetic: false",
+        )
     if not 0.0 <= cfg.data.synthetic_fraction <= 1.0:
         raise bad("data.synthetic_fraction", "between 0 and 1")
     if cfg.data.reader not in ("builtin", "ecvl"):
@@ -360,6 +403,8 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     cfg = _build(TrainConfig, _with_task_defaults(raw), "", str(p))
     base = p.parent
     data = cfg.data
+    if not all(isinstance(d, str) and d for d in data.datasets):
+        raise ConfigError(f"{path}: data.datasets: a list of dataset YAML paths")
     datasets = tuple(str((base / d).resolve()) if not os.path.isabs(d) else d for d in data.datasets)
     out_dir = cfg.out_dir if os.path.isabs(cfg.out_dir) else str((base / cfg.out_dir).resolve())
     init = cfg.init

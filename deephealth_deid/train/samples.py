@@ -16,15 +16,46 @@ from ..deface.conform import _sample, conform, network_input
 from ..io.volume import Volume
 from .config import TrainConfig
 
-__all__ = ["DefaceSamples", "features_only"]
+__all__ = ["DefaceSamples", "check_feature_labels", "features_only"]
 
 log = logging.getLogger(__name__)
 
 
 def features_only(labels: np.ndarray) -> np.ndarray:
     """Label map restricted to the four features (other values become background)."""
-    out = np.asarray(labels).astype(np.int64, copy=False)
+    out = np.rint(np.asarray(labels)).astype(np.int64, copy=False)
     return np.where((out >= 1) & (out <= 4), out, 0).astype(np.uint8)
+
+
+#: The four features are thin shells on the face: a label map whose values 1-4 cover more of
+#: its array than this is a tissue or parcellation map (1 grey matter, 2 white matter, ...).
+MAX_FEATURE_FRACTION = 0.05
+
+
+def check_feature_labels(labels: Volume, where: object) -> None:
+    """Refuse a label map that is not a feature map (1 eyes, 2 nose, 3 mouth, 4 ears).
+
+    Raises:
+        DatasetError: Values that are not whole numbers, no feature voxel at
+            all, or values 1-4 covering more than :data:`MAX_FEATURE_FRACTION`
+            of the array (a tissue or parcellation map).
+    """
+    from ..errors import DatasetError
+
+    a = np.asarray(labels.array)
+    if a.dtype.kind == "f" and not np.array_equal(a, np.rint(a)):
+        raise DatasetError(
+            f"{where}: the label map holds values that are not whole numbers; labels are 1 eyes, 2 nose, "
+            "3 mouth, 4 ears (0 and other values: background)"
+        )
+    features = np.count_nonzero(features_only(a))
+    if features == 0:
+        raise DatasetError(f"{where}: the label map has no feature voxel (1 eyes, 2 nose, 3 mouth, 4 ears)")
+    if features > MAX_FEATURE_FRACTION * a.size:
+        raise DatasetError(
+            f"{where}: values 1-4 cover {features / a.size:.0%} of the label map: a tissue or parcellation "
+            "map, not the facial features (1 eyes, 2 nose, 3 mouth, 4 ears, thin shells on the face)"
+        )
 
 
 class DefaceSamples:
@@ -55,7 +86,15 @@ class DefaceSamples:
             from ..data.dataset import load_dataset
 
             ds = load_dataset(path, check_files=True)
-            for sample in ds.split_samples("training") or ds.samples:
+            training = ds.split_samples("training")
+            if not training and any(ds.split_samples(name) for name in ("validation", "test")):
+                from ..errors import ConfigError
+
+                raise ConfigError(
+                    f"{path}: the training split is empty while other splits are not; training on them would "
+                    "leak held-out subjects. Give the dataset a training split"
+                )
+            for sample in training or ds.samples:
                 if sample.label is None:
                     continue
                 self._pairs.append((Path(sample.location), Path(sample.label)))
@@ -81,6 +120,7 @@ class DefaceSamples:
         img_path, lab_path = self._pairs[int(rng.integers(len(self._pairs)))]
         reader = self.config.data.reader
         image, labels = load_volume(img_path, reader=reader), load_volume(lab_path, reader=reader)
+        check_feature_labels(labels, lab_path)
         if self.config.data.ecvl_augmentations:
             from .ecvl_augment import augment_pair
 

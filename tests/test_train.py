@@ -381,3 +381,16 @@ def test_bad_training_values_are_config_errors_naming_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(write_config(tmp_path, **changes))
+
+
+def test_resuming_with_another_network_is_refused_before_the_run_folder_changes(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from deephealth_deid.cli import main as cli_main
+    from deephealth_deid.train import train
+
+    assert cli_main(["train", str(write_config(tmp_path))]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    wider = write_config(tmp_path, widths=[4, 8, 16], grid={"spacing_mm": 6.0, "shape": [40, 48, 48]})
+    with pytest.raises(ConfigError, match="widths"):
+        train(load_config(wider))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before

@@ -172,6 +172,17 @@ def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = N
     spec, metadata, samples_class = TASKS[config.task](config)
 
     out = Path(config.out_dir)
+    last = out / "last.safetensors"
+    if resume and (out / "state.json").is_file() and last.is_file():
+        from ..engines import read_model_file
+
+        _, saved, _, _ = read_model_file(last)
+        if saved != spec:  # checked before anything in the run folder changes
+            raise ConfigError(
+                f"out_dir: {out} holds a run of a network that differs from the configuration's in "
+                f"{_differing(spec, saved)}; give another out_dir (--out-dir), or --no-resume to start "
+                "that run again from the beginning"
+            )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     engine = get_engine(config.engine, device=config.device)
@@ -292,6 +303,12 @@ def _run(
     return TrainResult(out / "model.safetensors", it + 1, best, time.monotonic() - t0)
 
 
+def _differing(spec: Any, other: Any) -> str:
+    """The spec keys whose values differ, comma-separated."""
+    ours, theirs = spec.to_dict(), other.to_dict()
+    return ", ".join(sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)))
+
+
 def _initial_weights(engine: Any, spec: Any, path: str, task: str) -> Any:
     """The model of file ``path`` (``"shipped"``: the task's shipped model), to train on.
 
@@ -310,12 +327,10 @@ def _initial_weights(engine: Any, spec: Any, path: str, task: str) -> Any:
         path, sha256 = str(shipped.path), shipped.sha256
     model, saved, _ = engine.load(path, sha256=sha256)
     if saved != spec:
-        ours, theirs = spec.to_dict(), saved.to_dict()
-        keys = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         raise ConfigError(
-            f"init: {path} holds a network that differs from the configuration's in {', '.join(keys)}; "
-            "set the configuration's widths, convs_per_level, input_stride, norm, input_channels "
-            "(and grid.spacing_mm) to the model's"
+            f"init: {path} holds a network that differs from the configuration's in "
+            f"{_differing(spec, saved)}; set the configuration's widths, convs_per_level, input_stride, "
+            "norm, input_channels (and grid.spacing_mm) to the model's"
         )
     log.info("starting from the weights of %s", path)
     model.train()

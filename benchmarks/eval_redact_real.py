@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from real_test_files import FILES, TEXT_FREE
 
 import deephealth_deid as dd
 from deephealth_deid.io.dicom_image import header_values
@@ -35,15 +36,6 @@ from deephealth_deid.text.ocr import get_ocr
 from deephealth_deid.text.pipeline import display_frame
 from deephealth_deid.text.policy import IDENTIFYING_KEYWORDS, HeaderTerms, Policy
 
-FILES = (
-    "US1_UNCR.dcm",
-    "OBXXXX1A.dcm",
-    "gdcm-US-ALOKA-16.dcm",
-    "JPGLosslessP14SV1_1s_1f_8b.dcm",
-    "color3d_jpeg_baseline.dcm",
-    "RG3_UNCR.dcm",
-)
-TEXT_FREE = "MR_small.dcm"
 HEAD = Path(__file__).resolve().parent.parent / "tests" / "data" / "heads" / "chris_t1.nii.gz"
 
 

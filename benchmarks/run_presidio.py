@@ -26,16 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-#: The files of ``eval_redact_real.py`` (pydicom's and pydicom-data's test files).
-FILES = (
-    "US1_UNCR.dcm",
-    "OBXXXX1A.dcm",
-    "gdcm-US-ALOKA-16.dcm",
-    "JPGLosslessP14SV1_1s_1f_8b.dcm",
-    "color3d_jpeg_baseline.dcm",
-    "RG3_UNCR.dcm",
-    "MR_small.dcm",
-)
+from real_test_files import FILES, TEXT_FREE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     analyzer = AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=config).create_engine())
     engine = DicomImageRedactorEngine(image_analyzer_engine=ImageAnalyzerEngine(analyzer_engine=analyzer))
     record: dict[str, object] = {}
-    for name in FILES:
+    for name in (*FILES, TEXT_FREE):
         path = get_testdata_file(name)
         if path is None:
             record[name] = {"error": "not in pydicom's test data here (pip install pydicom-data)"}

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import OutputError
 from ..io import load_volume, save_volume
 from ..io._files import atomic_file, check_output
 from .pipeline import DefaceResult, deface
@@ -85,8 +86,6 @@ def check_outputs(
             mask is not a NIfTI path.
         OutputExistsError: An output exists and ``overwrite`` is false.
     """
-    from ..errors import OutputError
-
     outputs = [Path(dst)] + [Path(p) for p in (save_mask, qc) if p is not None]
     if len({o.resolve() for o in outputs}) != len(outputs):
         raise OutputError("the output, mask and QC paths must differ")

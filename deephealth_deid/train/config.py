@@ -251,8 +251,6 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         raise bad("optim.class_weights", "numbers of 0 or more, not all 0")
     if cfg.time_budget_min is not None and not (number(cfg.time_budget_min) and cfg.time_budget_min > 0):
         raise bad("time_budget_min", "minutes above 0, or null for no limit")
-    if not all(isinstance(d, str) and d for d in cfg.data.datasets):
-        raise bad("data.datasets", "a list of dataset YAML paths")
     if cfg.data.patch is not None and not all(whole(p) and p > 0 for p in cfg.data.patch):
         raise bad("data.patch", "whole numbers above 0")
     if any(
@@ -265,14 +263,8 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         for step in cfg.optim.lr_steps
     ):
         raise bad("optim.lr_steps", "a list of [iteration, learning rate] pairs, rates positive")
-    if cfg.optim.iterations < 1 or cfg.optim.batch_size < 1:
-        raise bad("optim", "iterations and batch_size must be at least 1")
     if not 0.0 <= cfg.data.feature_patch_fraction <= 1.0:
         raise bad("data.feature_patch_fraction", "between 0 and 1")
-    if cfg.data.patches_per_head < 1:
-        raise bad("data.patches_per_head", "at least 1")
-    if cfg.data.validation_size < 0:
-        raise bad("data.validation_size", "0 or more")
     if not isinstance(cfg.data.workers, int) or cfg.data.workers < 0:
         raise bad("data.workers", "0 (a background thread) or a number of worker processes")
     if not isinstance(cfg.deterministic, bool):

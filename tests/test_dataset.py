@@ -231,6 +231,9 @@ def test_missing_files_are_all_listed(seg_dataset: tuple[Dataset, Path]) -> None
     for p in gone:
         assert str(p) in message
     assert load_dataset(path) == ds  # without check_files, loading still works
+    (data / "c0_image.nii.gz").mkdir()  # a folder where a file belongs
+    with pytest.raises(DatasetError, match=r"c0_image\.nii\.gz \(a folder\)"):
+        load_dataset(path, check_files=True)
 
 
 def test_missing_files_message_is_capped_with_a_count(tmp_path: Path) -> None:

@@ -614,7 +614,7 @@ def test_text_samples_are_display_inputs_with_string_targets(tmp_path):
     full_x, full_y = samples.on_display(sample)
     assert np.array_equal(full_x, network_input(display_frame(to_image(sample), 0)))
     assert np.array_equal(full_y, text_target(sample))
-    ((vx, vy),) = samples.validation()
+    ((vx, vy),) = samples.validation()["synthetic"]
     assert vx.shape[0] == 3 and vx.shape[1:] == vy.shape and all(s % 2 == 0 for s in vy.shape)
 
 

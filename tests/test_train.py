@@ -67,7 +67,7 @@ def test_samples_are_two_channel_patches_with_feature_labels(tmp_path: Path) -> 
     assert set(np.unique(y).tolist()) <= {0, 1, 2, 3, 4}
     # Channel 1 is the depth under the skin: 0 in the air, growing inwards, never negative.
     assert x[1].min() >= 0.0 and x[1].max() <= 2.0
-    ((vx, vy),) = samples.validation()
+    ((vx, vy),) = samples.validation()["synthetic"]
     assert vx.shape == (2, 40, 44, 44) and vy.shape == (40, 44, 44)
     # Same index, same sample (seeded).
     x2, y2 = DefaceSamples(load_config(write_config(tmp_path))).training(0)
@@ -218,7 +218,7 @@ def test_shipped_configurations_describe_the_shipped_networks(task: str) -> None
     assert model.training
 
 
-def test_init_starts_from_a_model_and_refuses_another_network(tmp_path: Path) -> None:
+def test_init_starts_from_a_model_and_refuses_another_network(tmp_path: Path, capsys) -> None:
     pytest.importorskip("torch")
     from deephealth_deid.cli import main as cli_main
     from deephealth_deid.engines import get_engine
@@ -240,7 +240,11 @@ def test_init_starts_from_a_model_and_refuses_another_network(tmp_path: Path) ->
 
     with pytest.raises(ConfigError, match=r"init: .* differs .* widths"):
         train(load_config(other, init=str(first), out_dir=str(tmp_path / "c")))
+    capsys.readouterr()
     assert cli_main(["train", str(path), "--init", str(tmp_path / "missing.safetensors")]) == 1
+    assert "--init: no such model file" in capsys.readouterr().err  # the option, not the YAML file
+    assert cli_main(["train", str(path), "--init", str(tmp_path)]) == 1
+    assert "--init: a folder, not a model file" in capsys.readouterr().err
 
 
 class _KillsItsWorker:
@@ -329,6 +333,26 @@ def test_training_on_a_users_dataset_and_its_checks(tmp_path: Path, labelled_dat
 
     assert cli_main(["train", str(_from_dataset(tmp_path, labelled_dataset))]) == 0
     assert json.loads((tmp_path / "run" / "state.json").read_text())["iteration"] == 2
+    assert "no validation (the last weights)" in capsys.readouterr().err
+    # Rerunning the finished run trains nothing and says so.
+    assert cli_main(["train", str(_from_dataset(tmp_path, labelled_dataset))]) == 0
+    err = capsys.readouterr().err
+    assert "already reached iteration 2 of 2" in err and "after 2 iterations" in err
+    # Validation on the dataset's own validation split (never trained on), beside synthetic heads.
+    mixed = _from_dataset(
+        tmp_path, labelled_dataset, synthetic=True, synthetic_fraction=0.5, validation_size=1
+    )
+    assert cli_main(["train", str(mixed), "--out-dir", str(tmp_path / "r1")]) == 0
+    lines = (tmp_path / "r1" / "metrics.jsonl").read_text().splitlines()
+    validation = [json.loads(line) for line in lines if "validation_dice" in line][-1]
+    assert set(validation["sets"]) == {"synthetic", "datasets"}
+    assert "best validation mean Dice" in capsys.readouterr().err
+    from deephealth_deid.train.samples import DefaceSamples
+
+    held_out = [Path(s.label) for s in load_dataset(labelled_dataset).split_samples("validation")]
+    samples = DefaceSamples(load_config(mixed))
+    assert [p for _, p in samples._val_pairs] == held_out and held_out
+    assert not set(held_out) & {p for _, p in samples._pairs}
     # Listed datasets with every head synthetic: they would never be used.
     mixed = write_config(tmp_path, data={**TINY["data"], "datasets": [str(labelled_dataset)]})
     with pytest.raises(ConfigError, match="synthetic_fraction"):
@@ -357,6 +381,36 @@ def test_training_on_a_users_dataset_and_its_checks(tmp_path: Path, labelled_dat
     wrong.write_text(yaml.safe_dump(raw))
     assert cli_main(["train", str(_from_dataset(tmp_path, wrong)), "--out-dir", str(tmp_path / "r3")]) == 1
     assert "tissue or parcellation" in capsys.readouterr().err
+
+
+def test_label_maps_that_do_not_lie_on_their_images_are_refused(labelled_dataset: Path) -> None:
+    from dataclasses import replace
+
+    import deephealth_deid as dd
+    from deephealth_deid.data.dataset import load_dataset
+    from deephealth_deid.errors import DatasetError
+    from deephealth_deid.train.samples import check_label_grid
+
+    sample = load_dataset(labelled_dataset).samples[0]
+    image, labels = dd.load_volume(sample.location), dd.load_volume(sample.label)
+    check_label_grid(image, labels, "ok")  # the written pair
+    # Saved without the image's header (identity affine), cropped on the same affine, shifted away.
+    with pytest.raises(DatasetError, match="another affine"):
+        check_label_grid(image, replace(labels, affine=np.eye(4)), "eye")
+    with pytest.raises(DatasetError, match="differs from its image"):
+        check_label_grid(image, replace(labels, array=labels.array[:40, :40, :40]), "crop")
+    far = labels.affine.copy()
+    far[:3, 3] += 500.0
+    with pytest.raises(DatasetError, match="outside its image's field of view"):
+        check_label_grid(image, replace(labels, array=labels.array[:47], affine=far), "far")
+    # Labels on another grid that covers the image are fine (read through their own header).
+    finer = labels.affine.copy()
+    finer[:3, :3] /= 2.0
+    check_label_grid(
+        image,
+        replace(labels, array=labels.array.repeat(2, 0).repeat(2, 1).repeat(2, 2), affine=finer),
+        "finer",
+    )
 
 
 @pytest.mark.parametrize(

@@ -173,9 +173,10 @@ def _check(args: argparse.Namespace) -> int:
     if missing:
         for path in missing:
             print(path)
+        folders = sum(path.is_dir() for path in missing)
         print(
             f"deid dataset check: error: {args.dataset}: {len(missing)} of {total} files are missing "
-            "(listed above)",
+            + (f"or not files ({folders} folders; listed above)" if folders else "(listed above)"),
             file=sys.stderr,
         )
         return 1

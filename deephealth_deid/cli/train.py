@@ -71,12 +71,18 @@ def _train(args: argparse.Namespace) -> int:
     if args.workers is not None:
         cfg = replace(cfg, data=replace(cfg.data, workers=args.workers))
     result = train(cfg, resume=not args.no_resume)
+    best = result.best_dice
     log.info(
-        "model %s after %d iterations (%.0f s); best validation Dice %s",
+        "model %s after %d iterations (%.0f s this run); %s",
         result.model_path,
         result.iterations,
         result.seconds,
-        result.best_dice,
+        (
+            f"best validation mean Dice {best['mean']:.3f} at iteration {best['iteration']}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k not in {"mean", "iteration", "sets"})
+            if best
+            else "no validation (the last weights)"
+        ),
     )
     return 0
 

@@ -788,6 +788,7 @@ def _raise_if_missing(ds: Dataset, *, source: str | None) -> None:
     if missing:
         total = len({f for s in ds.samples for f in s.files()})
         raise DatasetError(
-            f"{source or f'dataset {ds.name!r}'}: {len(missing)} of {total} files are missing:\n"
-            f"{_listing(missing)}\ncheck the paths (relative paths are relative to the YAML file's folder)"
+            f"{source or f'dataset {ds.name!r}'}: {len(missing)} of {total} files are missing or not files:\n"
+            f"{_listing([f'{m} (a folder)' if m.is_dir() else m for m in missing])}\n"
+            "check the paths (relative paths are relative to the YAML file's folder; each is a file)"
         )

@@ -64,7 +64,8 @@ class DataConfig:
         datasets: DeepHealth YAML datasets (images with label maps 1 eyes,
             2 nose, 3 mouth, 4 ears; other values count as background).
         synthetic_fraction: Share of synthetic samples when datasets are given.
-        validation_size: Held-out synthetic heads for validation Dice.
+        validation_size: Held-out synthetic heads for validation Dice, and the
+            most images taken from the datasets' validation splits.
         validation_seed: Their seed (never used for training samples).
         patch: Training patch shape on the grid (centred near the face); the
             whole grid when null.
@@ -406,7 +407,9 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         if init != "shipped":
             init = init if os.path.isabs(init) else str((base / init).resolve())
         if init != "shipped" and not os.path.isfile(init):
-            raise ConfigError(f"{p}: init: no such model file {init}")
+            where = "--init" if overrides.get("init") is not None else f"{p}: init"
+            what = "a folder, not a model file" if os.path.isdir(init) else "no such model file"
+            raise ConfigError(f"{where}: {what}: {init}")
     from dataclasses import replace
 
     cfg = replace(cfg, data=replace(data, datasets=datasets), out_dir=out_dir, init=init)

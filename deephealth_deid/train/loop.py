@@ -43,8 +43,8 @@ class Samples(Protocol):
         """Sample ``index``: input ``[C, *patch]`` float32 and labels ``[*patch]`` int64."""
         ...
 
-    def validation(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The validation pairs (fixed, never used for training)."""
+    def validation(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """The validation pairs by set name (fixed, never used for training); empty sets left out."""
         ...
 
 
@@ -117,7 +117,9 @@ class TrainResult:
 
     model_path: Path
     iterations: int
-    best_dice: dict[str, float]
+    #: The best validation: ``mean``, each class's Dice, ``iteration`` (and ``sets``, each
+    #: validation set's Dice, when there are several); empty when nothing was validated.
+    best_dice: dict[str, Any]
     seconds: float
 
 
@@ -144,16 +146,30 @@ def dice_per_class(
 
 
 def _validate(
-    engine: Any, model: Any, val: list[tuple[np.ndarray, np.ndarray]], names: Sequence[str]
-) -> dict[str, float]:
-    scores: dict[str, list[float]] = {n: [] for n in names}
-    for x, y in val:
-        logits = engine.predict(model, x[None])[0]
-        pred = logits.argmax(axis=0)
-        for name, d in dice_per_class(pred, y, names=names).items():
-            if not np.isnan(d):
-                scores[name].append(d)
+    engine: Any, model: Any, sets: dict[str, list[tuple[np.ndarray, np.ndarray]]], names: Sequence[str]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Mean Dice per class over all validation images, and per set (classes absent from both: NaN)."""
+    pooled: dict[str, list[float]] = {n: [] for n in names}
+    per_set = {}
+    for set_name, pairs in sets.items():
+        scores: dict[str, list[float]] = {n: [] for n in names}
+        for x, y in pairs:
+            logits = engine.predict(model, x[None])[0]
+            pred = logits.argmax(axis=0)
+            for name, d in dice_per_class(pred, y, names=names).items():
+                if not np.isnan(d):
+                    scores[name].append(d)
+                    pooled[name].append(d)
+        per_set[set_name] = _means(scores)
+    return _means(pooled), per_set
+
+
+def _means(scores: dict[str, list[float]]) -> dict[str, float]:
     return {n: float(np.mean(v)) if v else float("nan") for n, v in scores.items()}
+
+
+def _rounded(scores: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in scores.items()}
 
 
 def train(config: TrainConfig, *, resume: bool = True, progress: bool | None = None) -> TrainResult:
@@ -216,7 +232,7 @@ def _run(
     """The training loop of :func:`train`, on its engine, seeded."""
     model = engine.build(spec, seed=config.seed)
     opt = engine.optimizer(model, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    start, best = 0, {"mean": -1.0}
+    start, best = 0, {}
     state_path, last_path = out / "state.json", out / "last.safetensors"
     if resume and state_path.is_file() and last_path.is_file():
         state = json.loads(state_path.read_text())
@@ -224,8 +240,14 @@ def _run(
         model.train()
         opt = engine.optimizer(model, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         _load_optimizer(engine, opt, out / "optimizer.pt")
-        start, best = int(state["iteration"]), state.get("best", best)
-        log.info("resuming at iteration %d (best mean Dice %.3f)", start, best.get("mean", -1))
+        start, best = int(state["iteration"]), state.get("best") or {}
+        if best.get("mean", -1.0) < 0:  # runs saved before validation was optional stored -1
+            best = {}
+        log.info(
+            "resuming at iteration %d (%s)",
+            start,
+            f"best mean Dice {best['mean']:.3f}" if best else "no validation yet",
+        )
         if config.init:
             log.info("init %s is not used: the run resumes from its own checkpoint", config.init)
     elif config.init:
@@ -235,11 +257,26 @@ def _run(
     names = spec.class_names[1:]
     val = samples.validation()
     total = config.optim.iterations
+    if start >= total:
+        log.info(
+            "the run in %s already reached iteration %d of %d; raise optim.iterations (--iterations) to "
+            "train on",
+            out,
+            start,
+            total,
+        )
+    if val:
+        log.info("validation: %s", ", ".join(f"{len(pairs)} {name}" for name, pairs in val.items()))
+    else:
+        log.info(
+            "no validation images (data.validation_size is 0, or no synthetic data and no labelled "
+            "validation split): model.safetensors will hold the last weights"
+        )
     bar = _progress(progress, start, total)
     t0 = time.monotonic()
     metrics = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
     weights = list(config.optim.class_weights)
-    it = start
+    done = start
     feed = batches(
         samples,
         start,
@@ -251,6 +288,7 @@ def _run(
     )
     try:
         for it, (x, y) in feed:
+            done = it + 1
             _set_lr(engine, opt, learning_rate(config, it))
             stats = engine.train_step(
                 model, opt, x, y, class_weights=weights, dice_weight=config.optim.dice_weight
@@ -267,18 +305,26 @@ def _run(
             last = it + 1 == total
             over = config.time_budget_min is not None and time.monotonic() - t0 > config.time_budget_min * 60
             if val and ((it + 1) % config.validate_every == 0 or last or over):
-                scores = _validate(engine, model, val, names)
+                scores, per_set = _validate(engine, model, val, names)
                 finite = [v for v in scores.values() if not np.isnan(v)]
                 mean = float(np.mean(finite)) if finite else float("nan")
-                metrics.write(
-                    json.dumps({"iteration": it + 1, "validation_dice": scores, "mean": mean}) + "\n"
-                )
+                record = {"iteration": it + 1, "validation_dice": scores, "mean": mean}
+                if len(per_set) > 1:
+                    record["sets"] = per_set
+                metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 log.info(
-                    "iteration %d: validation Dice %s", it + 1, {k: round(v, 3) for k, v in scores.items()}
+                    "iteration %d: validation Dice %s%s",
+                    it + 1,
+                    _rounded(scores),
+                    "".join(f"; {name} {_rounded(v)}" for name, v in per_set.items())
+                    if len(per_set) > 1
+                    else "",
                 )
                 if mean > best.get("mean", -1.0):
                     best = {"mean": mean, **scores, "iteration": it + 1}
+                    if len(per_set) > 1:
+                        best["sets"] = per_set
                     engine.save(
                         model,
                         spec,
@@ -300,7 +346,7 @@ def _run(
             bar.close()
     if not val or not (out / "model.safetensors").exists():
         engine.save(model, spec, out / "model.safetensors", metadata=metadata, overwrite=True)
-    return TrainResult(out / "model.safetensors", it + 1, best, time.monotonic() - t0)
+    return TrainResult(out / "model.safetensors", done, best, time.monotonic() - t0)
 
 
 def _differing(spec: Any, other: Any) -> str:

@@ -7,6 +7,7 @@ features only (1 eyes, 2 nose, 3 mouth, 4 ears; everything else 0).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..deface.conform import _sample, conform, network_input
 from ..io.volume import Volume
 from .config import TrainConfig
 
-__all__ = ["DefaceSamples", "check_feature_labels", "features_only"]
+__all__ = ["DefaceSamples", "check_feature_labels", "check_label_grid", "features_only"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,50 @@ def check_feature_labels(labels: Volume, where: object) -> None:
         )
 
 
+def check_label_grid(image: Volume, labels: Volume, where: object) -> None:
+    """Refuse a label map that does not lie on its image.
+
+    Labels are read through their own header (affine), so a map on another
+    grid is fine as long as it covers its image; these are the mistakes that
+    put every label in the wrong place without an error:
+
+    Raises:
+        DatasetError: The same array shape as the image with another affine
+            (a map saved without the image's header, e.g. with an identity
+            affine), the same affine with another shape (a map of another
+            image), or feature voxels outside the image's field of view.
+    """
+    from ..errors import DatasetError
+
+    same_affine = np.allclose(image.affine, labels.affine, atol=1e-3)
+    if image.shape[:3] == labels.shape[:3] and not same_affine:
+        raise DatasetError(
+            f"{where}: the label map has its image's array shape but another affine (voxel-to-world "
+            "matrix): was it saved without the image's header? Save it with the image's affine"
+        )
+    if same_affine and image.shape[:3] != labels.shape[:3]:
+        raise DatasetError(
+            f"{where}: the label map's array shape {tuple(labels.shape[:3])} differs from its image's "
+            f"{tuple(image.shape[:3])} on the same affine: the labels of another image?"
+        )
+    if same_affine:
+        return
+    idx = np.argwhere(features_only(labels.array) > 0)
+    if not idx.size:
+        return
+    lo, hi = idx.min(axis=0), idx.max(axis=0)
+    corners = np.array([[*c, 1.0] for c in itertools.product(*zip(lo, hi, strict=True))])
+    inside = (np.linalg.inv(image.affine) @ (labels.affine @ corners.T))[:3].T
+    size = np.array(image.shape[:3], dtype=float)
+    if np.any(inside < -0.5 - 1.0) or np.any(inside > size - 0.5 + 1.0):
+        raise DatasetError(
+            f"{where}: the label map's features lie outside its image's field of view (their box reaches "
+            f"voxel {np.round(inside.min(axis=0)).astype(int).tolist()} to "
+            f"{np.round(inside.max(axis=0)).astype(int).tolist()} of an image of {tuple(image.shape[:3])}): "
+            "the two files' headers do not agree"
+        )
+
+
 class DefaceSamples:
     """Draws (image, labels) pairs on the grid from the generator and/or YAML datasets."""
 
@@ -82,6 +127,7 @@ class DefaceSamples:
 
             check_augmentations(config.data.ecvl_augmentations)
         self._pairs: list[tuple[Path, Path]] = []
+        self._val_pairs: list[tuple[Path, Path]] = []
         for path in config.data.datasets:
             from ..data.dataset import load_dataset
 
@@ -95,9 +141,11 @@ class DefaceSamples:
                     "leak held-out subjects. Give the dataset a training split"
                 )
             for sample in training or ds.samples:
-                if sample.label is None:
-                    continue
-                self._pairs.append((Path(sample.location), Path(sample.label)))
+                if sample.label is not None:
+                    self._pairs.append((Path(sample.location), Path(sample.label)))
+            for sample in ds.split_samples("validation") if training else []:
+                if sample.label is not None:
+                    self._val_pairs.append((Path(sample.location), Path(sample.label)))
         if config.data.datasets and not self._pairs:
             from ..errors import ConfigError
 
@@ -115,18 +163,24 @@ class DefaceSamples:
         )
         if use_synth:
             return self._generator.sample(index)  # type: ignore[union-attr]
-        from ..io import load_volume
 
-        img_path, lab_path = self._pairs[int(rng.integers(len(self._pairs)))]
-        reader = self.config.data.reader
-        image, labels = load_volume(img_path, reader=reader), load_volume(lab_path, reader=reader)
-        check_feature_labels(labels, lab_path)
+        image, labels = self._load_pair(*self._pairs[int(rng.integers(len(self._pairs)))])
         if self.config.data.ecvl_augmentations:
             from .ecvl_augment import augment_pair
 
             image, labels = augment_pair(
                 image, labels, self.config.data.ecvl_augmentations, seed=int(rng.integers(2**31))
             )
+        return image, labels
+
+    def _load_pair(self, image_path: Path, label_path: Path) -> tuple[Volume, Volume]:
+        """A dataset's image and label map, checked (feature values, one grid)."""
+        from ..io import load_volume
+
+        reader = self.config.data.reader
+        image, labels = load_volume(image_path, reader=reader), load_volume(label_path, reader=reader)
+        check_feature_labels(labels, label_path)
+        check_label_grid(image, labels, label_path)
         return image, labels
 
     def training(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,15 +202,31 @@ class DefaceSamples:
             x, y = _crop(x, y, tuple(patch), rng, self.config.data.feature_patch_fraction)
         return x.astype(np.float32), y.astype(np.int64)
 
-    def validation(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The held-out validation heads on the full grid (seeds never used in training)."""
-        if self._generator is None:
-            return []
-        out = []
-        for i in range(self.config.data.validation_size):
-            x, y = self.on_grid(*self._val_generator.sample(i))
-            out.append((x.astype(np.float32), y.astype(np.int64)))
-        return out
+    def validation(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """The validation sets on the full grid, by name, each never used for training.
+
+        ``synthetic``: ``data.validation_size`` held-out synthetic heads (seeds
+        never used in training). ``datasets``: the labelled images of the
+        listed datasets' validation splits, at most ``data.validation_size``
+        of them (in the order listed). Empty sets are left out.
+        """
+        n = self.config.data.validation_size
+        sets: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        if self._generator is not None and n:
+            sets["synthetic"] = [self._pair_on_grid(*self._val_generator.sample(i)) for i in range(n)]
+        if self._val_pairs and n:
+            if len(self._val_pairs) > n:
+                log.info(
+                    "validating on the first %d of the datasets' %d validation images (data.validation_size)",
+                    n,
+                    len(self._val_pairs),
+                )
+            sets["datasets"] = [self._pair_on_grid(*self._load_pair(*pair)) for pair in self._val_pairs[:n]]
+        return sets
+
+    def _pair_on_grid(self, image: Volume, labels: Volume) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.on_grid(image, labels)
+        return x.astype(np.float32), y.astype(np.int64)
 
 
 def _crop(

@@ -131,11 +131,11 @@ class TextSamples:
         x, y = _crop(x, y, self.patch, rng, self.config.data.feature_patch_fraction, boxes)
         return x.astype(np.float32), y.astype(np.int64)
 
-    def validation(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Held-out images (held-out fonts, ``validation_seed``) at full size, padded to the stride."""
+    def validation(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """``synthetic``: held-out images (held-out fonts, ``validation_seed``), full size, stride-padded."""
         n = self.config.data.validation_size
         if not n:
-            return []
+            return {}
         from ..data.synth_text import NoFontsError, SynthTextGenerator
 
         seed = self.config.data.validation_seed
@@ -150,7 +150,7 @@ class TextSamples:
             x, _ = pad_to_multiple(x, self.stride, axes=2)
             y, _ = pad_to_multiple(y, self.stride, axes=2)
             out.append((x.astype(np.float32), y.astype(np.int64)))
-        return out
+        return {"synthetic": out}
 
 
 def _crop(

@@ -64,6 +64,7 @@ __all__ = [
     "find_cases",
     "as_cases",
     "check_distinct_outputs",
+    "check_jobs",
     "run_batch",
     "DONE",
 ]
@@ -424,6 +425,22 @@ def check_distinct_outputs(cases: Sequence[Case], out_dir: PathLike, extras: Seq
             seen[key] = c
 
 
+def check_jobs(jobs: object, threads: object) -> None:
+    """Refuse ``jobs`` / ``threads`` that are not whole numbers of at least 1 (``threads`` may be None).
+
+    Raises:
+        TypeError: Not a whole number (e.g. the string ``"2"``).
+        ValueError: Below 1.
+    """
+    for name, value in (("jobs", jobs), ("threads", threads)):
+        if name == "threads" and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a whole number (at least 1), got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value!r}")
+
+
 def run_batch(
     cases: Sequence[Case],
     out_dir: PathLike,
@@ -462,8 +479,7 @@ def run_batch(
         DeidError: A job's process stopped (killed, out of memory); the cases
             finished are in the report, and running again resumes.
     """
-    if jobs < 1:
-        raise ValueError(f"jobs must be at least 1, got {jobs!r}")
+    check_jobs(jobs, threads)
     out = Path(out_dir)
     _check_out_dir(cases, out)
     out.mkdir(exist_ok=True)

@@ -175,6 +175,22 @@ def test_deface_and_redact_name_the_right_input_type_and_check_options_first(chr
         dd.redact_text(Image(np.zeros((1, 8, 8), np.uint8), "MONOCHROME2"), rules={"a": 1})
 
 
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"jobs": "2"}, TypeError),
+        ({"jobs": 0}, ValueError),
+        ({"threads": 1.5}, TypeError),
+        ({"jobs": True}, TypeError),
+    ],
+)
+def test_batch_jobs_and_threads_are_checked_before_any_work(tmp_path, chris_t1, options, error):
+    for run in (dd.deface_batch, dd.redact_batch):
+        with pytest.raises(error, match=r"jobs|threads"):
+            run([chris_t1], tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
 def test_same_output_and_mask_path_is_a_one_line_error(tmp_path, capsys, chris_t1):
     out = tmp_path / "o.nii.gz"
     assert deid(["deface", str(chris_t1), str(out), "--save-mask", str(out)]) == 1

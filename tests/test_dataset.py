@@ -672,7 +672,9 @@ def test_cli_check_and_info_on_malformed_yaml(tmp_path: Path, capsys: pytest.Cap
     path.write_text("name: x\nimages: [a, b]\nsplit: {training: [0, 5]}\n")
     for command in ("check", "info"):
         assert dataset_main([command, str(path)]) == 1
-        assert "split.training[1]: index 5 is outside the 2 images" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "split.training[1]: index 5 is outside the 2 images" in err
+        assert err.startswith(f"deid dataset {command}: error: ")  # each subcommand names itself
     assert dataset_main(["check", str(tmp_path / "missing.yaml")]) == 1
     assert "no such dataset file" in capsys.readouterr().err
 

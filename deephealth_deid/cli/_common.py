@@ -74,6 +74,7 @@ def run(
         args = parser.parse_args(None if argv is None else list(argv))
     except SystemExit as e:  # argparse exits on --help (0) and on bad usage (2)
         return int(e.code or 0)
+    prog = getattr(args, "prog", parser.prog)  # a subcommand's own name (deid dataset check)
     level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     package_logger = logging.getLogger("deephealth_deid")
     before = package_logger.level
@@ -81,7 +82,7 @@ def run(
     try:
         return int(command(args) or 0)
     except DeidError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the output piped into a command that stopped reading (| head)
         with contextlib.suppress(OSError):
@@ -89,10 +90,10 @@ def run(
         return 1
     except OSError as e:  # the system refused: permissions, a full disk, a path that vanished
         where = f"{e.filename}: " if e.filename else ""
-        print(f"{parser.prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     finally:  # called from Python (a notebook, a test), -q must not silence the package afterwards
         package_logger.setLevel(before)

@@ -117,7 +117,7 @@ def _add_build(sub: Any) -> None:
         help="leave out images without a label map (listed in a warning) instead of failing",
     )
     p.add_argument("-f", "--force", action="store_true", help="replace OUT.yaml if it exists")
-    p.set_defaults(command=_build)
+    p.set_defaults(command=_build, prog=p.prog)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -161,7 +161,7 @@ def _add_check(sub: Any) -> None:
     )
     _add_verbosity(p)
     p.add_argument("dataset", metavar="DATA.yaml", help="the dataset file")
-    p.set_defaults(command=_check)
+    p.set_defaults(command=_check, prog=p.prog)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -200,7 +200,7 @@ def _add_info(sub: Any) -> None:
     )
     _add_verbosity(p)
     p.add_argument("dataset", metavar="DATA.yaml", help="the dataset file")
-    p.set_defaults(command=_info)
+    p.set_defaults(command=_info, prog=p.prog)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -253,7 +253,7 @@ def _add_synth(sub: Any) -> None:
         help="share of heads for validation (default 0.1)",
     )
     p.add_argument("-f", "--force", action="store_true", help="replace an existing dataset")
-    p.set_defaults(command=_synth)
+    p.set_defaults(command=_synth, prog=p.prog)
 
 
 def _positive_mm(text: str) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import batch
-from ..batch import BatchSummary, Case, Cases
+from ..batch import BatchSummary, Case, Cases, check_jobs
 from ..io import load_volume
 from .files import check_outputs, write_outputs
 from .pipeline import deface
@@ -94,6 +94,7 @@ def deface_batch(
     Returns:
         The :class:`~deephealth_deid.batch.BatchSummary`.
     """
+    check_jobs(jobs, threads)
     if jobs > 1 and options.get("predictor") is not None:
         raise ValueError(
             "a predictor object cannot be sent to job processes: give model/engine/device, or jobs=1"

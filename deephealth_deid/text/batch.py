@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import batch
-from ..batch import BatchSummary, Case, Cases
+from ..batch import BatchSummary, Case, Cases, check_jobs
 from ..io import load_image
 from .detector import get_detector
 from .files import check_outputs, write_outputs
@@ -91,6 +91,7 @@ def redact_batch(
     cases = batch.as_cases(cases, out, kind="image")
     batch.check_distinct_outputs(cases, out, ["_qc.png"] if qc else [])
     named = isinstance(detector, str) and (ocr is None or isinstance(ocr, str))
+    check_jobs(jobs, threads)
     if jobs > 1 and not named:
         raise ValueError(
             "detector and OCR objects cannot be sent to job processes: give their names, or jobs=1"

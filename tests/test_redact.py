@@ -896,3 +896,67 @@ def test_region_validation():
     with pytest.raises(TypeError):
         Region(0, 0.5, 0, 5, 5)
     assert Region(0, 0, 0, 5, 5).decision == "blank"  # never kept unless a policy says so
+
+
+# ----------------------------------------------------------------------------------------------------
+# JPEG: blanked blocks replaced inside the source's own compressed data
+
+
+@pytest.mark.parametrize(
+    ("mode", "save", "mcu"),
+    [
+        ("L", {}, (8, 8)),
+        ("RGB", {"subsampling": 0}, (8, 8)),  # 4:4:4
+        ("RGB", {"subsampling": 2}, (16, 16)),  # 4:2:0
+        ("RGB", {"subsampling": 1, "progressive": True}, (8, 16)),  # 4:2:2, progressive
+    ],
+)
+def test_a_redacted_jpeg_keeps_every_pixel_outside_its_blocks(tmp_path, mode, save, mcu):
+    from PIL import Image as PILImage
+    from scipy import ndimage
+
+    pytest.importorskip("jpeglib")
+    rng = np.random.default_rng(3)
+    pixels = (rng.random((150, 203, 3)) * 255).astype(np.uint8)  # noise: any re-encoding shows
+    pixels[30:50, 40:150] = 250  # a label's plate
+    if mode == "L":
+        pixels = pixels[..., 0]
+    src = tmp_path / "capture.jpg"
+    exif = PILImage.Exif()
+    exif[0x010E] = "Doe^Jane"
+    PILImage.fromarray(pixels).save(src, quality=85, exif=exif, **save)
+    img = dd.load_image(src)
+    res = redact_text(img, detector=FakeDetector([(45, 33, 140, 47)]), ocr="none", fit=False)
+    assert res.grid == mcu and dd.io.api.edit_grid(img) == mcu
+    mask = res.mask[0]
+    ys, xs = np.nonzero(mask)
+    assert ys.min() % mcu[0] == 0 and xs.min() % mcu[1] == 0 and (ys.max() + 1) % mcu[0] == 0
+    assert mask[30:50, 42:143].all()  # the padded box (a margin of 3), grown to whole blocks
+    out = dd.load_image(dd.save_image(res.image, tmp_path / "out.jpg")).frames[0]
+    before = img.frames[0]
+    border = np.zeros_like(mask)
+    if mode == "RGB" and mcu != (8, 8):  # chroma interpolated across a block's edge: one pixel each side
+        square = np.ones((3, 3), bool)
+        border = ndimage.binary_dilation(mask, square) & ~ndimage.binary_erosion(mask, square, border_value=1)
+    outside, inside = ~mask & ~border, mask & ~border
+    assert np.array_equal(out[outside], before[outside])  # not one level moved
+    assert (out[inside] == 0).all()
+    assert b"Doe" not in (tmp_path / "out.jpg").read_bytes()
+    assert np.array_equal(out, res.image.frames[0]) or border.any()
+
+
+def test_a_redacted_jpeg_is_encoded_again_without_the_block_editor(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    from deephealth_deid.io import _jpeg_blocks
+
+    rng = np.random.default_rng(4)
+    src = tmp_path / "capture.jpg"
+    PILImage.fromarray((rng.random((64, 80)) * 255).astype(np.uint8)).save(src, quality=85)
+    monkeypatch.setattr(_jpeg_blocks, "available", lambda: False)
+    img = dd.load_image(src)
+    res = redact_text(img, detector=FakeDetector([(10, 10, 30, 20)]), ocr="none", pad_px=2)
+    assert res.grid is None and res.mask[0].sum() == 24 * 14  # the padded box as it is
+    out = dd.load_image(dd.save_image(res.image, tmp_path / "out.jpg")).frames[0]
+    assert (out[res.mask[0]] < 16).all()  # blanked, and the rest moved a little
+    assert not np.array_equal(out[~res.mask[0]], img.frames[0][~res.mask[0]])

@@ -11,7 +11,7 @@ from ._sniff import sniff
 from .image import Image
 from .volume import Volume
 
-__all__ = ["load_volume", "save_volume", "load_image", "save_image", "check_image_path"]
+__all__ = ["load_volume", "save_volume", "load_image", "save_image", "check_image_path", "edit_grid"]
 
 PathLike = str | os.PathLike[str]
 _RASTER = ("png", "jpeg", "tiff")
@@ -199,6 +199,23 @@ def save_image(image: Image, path: PathLike, *, overwrite: bool = False) -> Path
 
         write_raster(image, p)
     return p
+
+
+def edit_grid(image: Image) -> tuple[int, int] | None:
+    """The pixel grid ``(rows, columns)`` changes to ``image`` should be aligned to, or None.
+
+    An image read from a JPEG has one (its minimum coded unit: 8 x 8 or
+    16 x 16 pixels): fills of whole grid cells are written back as new blocks
+    inside the source's own compressed data, and every other pixel of the
+    JPEG stays exactly as it was. Any other change makes :func:`save_image`
+    encode the JPEG again. None for every other image: any change is written
+    exactly.
+    """
+    if image.format == "dicom":
+        return None
+    from .raster import edit_grid as raster_grid
+
+    return raster_grid(image)
 
 
 def check_image_path(image: Image, path: PathLike) -> None:

@@ -21,8 +21,10 @@ Writing chooses the format from the suffix (``.png``, ``.jpg``/``.jpeg``,
 and is atomic. PNG and TIFF are lossless and round-trip bit-exactly. JPEG is
 written only for an image read from a JPEG: unchanged, as the source's own
 compressed data without its metadata segments (bit-identical pixels);
-changed, re-encoded with the source's quantisation tables and chroma
-subsampling, which keeps the generation loss small. JPEG would otherwise
+changed by solid fills of whole blocks (:func:`edit_grid`), as the source's
+data with those blocks replaced (:mod:`._jpeg_blocks`: every other pixel
+exact); changed otherwise, re-encoded with the source's quantisation tables
+and chroma subsampling, which keeps the generation loss small. JPEG would otherwise
 change pixels that were never redacted. PNG holds
 one 8/16-bit grey, 8-bit RGB or palette frame; a multi-frame image, 16-bit
 colour, or values beyond 16 bits need ``.tif``. PNG has no MONOCHROME1, so such
@@ -55,7 +57,7 @@ from ..errors import (
 from ._files import atomic_file, check_fits_in_memory
 from .image import Image
 
-__all__ = ["RasterSource", "read_raster", "write_raster", "RASTER_SUFFIXES"]
+__all__ = ["RasterSource", "edit_grid", "read_raster", "write_raster", "RASTER_SUFFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class RasterSource:
         path: For JPEG, the file read.
         digest: For JPEG, a digest of the frames as decoded: frames that still
             match it are written as the source's own compressed data.
+        mcu: For a grey or YCbCr JPEG, its minimum coded unit in pixels
+            (rows, columns): 8 x 8, 8 x 16 (4:2:2) or 16 x 16 (4:2:0).
     """
 
     format: str
@@ -99,6 +103,7 @@ class RasterSource:
     compressed: bool = False
     path: Path | None = None
     digest: bytes = field(default=b"", repr=False)
+    mcu: tuple[int, int] | None = None
 
 
 def read_raster(path: Path, kind: str) -> Image:
@@ -149,6 +154,19 @@ def write_raster(image: Image, path: Path) -> None:
             tmp.write_bytes(same)
         log.debug("%s: unchanged; the source's JPEG data written without its metadata", path)
         return
+    filled = _filled_jpeg_data(image, src, path) if fmt == "jpeg" and src is not None else None
+    if filled is not None:
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(filled)
+        log.debug("%s: the source's JPEG data written with the filled blocks replaced", path)
+        return
+    if fmt == "jpeg":
+        log.info(
+            "%s: encoded again (its pixels may move by a level or two): the change is not whole blocks "
+            "of the source JPEG%s",
+            path,
+            "" if edit_grid(image) else ", or the block editor (jpeglib) is not installed",
+        )
     with atomic_file(path) as tmp:
         if fmt == "tiff":
             _write_tiff(image, tmp, src, path)
@@ -158,12 +176,37 @@ def write_raster(image: Image, path: Path) -> None:
 
 
 def _same_jpeg_data(image: Image, src: RasterSource) -> bytes | None:
-    """The source file's JPEG data without metadata, when ``image`` is still what it decodes to; else None.
+    """The source file's JPEG data without metadata, when ``image`` is still what it decodes to; else None."""
+    if not src.digest or _digest(image.frames, image.photometric) != src.digest:
+        return None
+    source = _source_jpeg(src)
+    return None if source is None else source[0]
+
+
+def _filled_jpeg_data(image: Image, src: RasterSource, dst: Path) -> bytes | None:
+    """The source's JPEG data with the MCUs ``image`` fills replaced, the rest unchanged; else None.
+
+    See :mod:`._jpeg_blocks`. None when the change is not whole constant MCUs,
+    ``jpeglib`` is missing, or the source file changed since it was read.
+    """
+    from . import _jpeg_blocks
+
+    if src.mcu is None or image.n_frames != 1 or not _jpeg_blocks.available():
+        return None
+    source = _source_jpeg(src)
+    if source is None:
+        return None
+    data, before = source
+    return _jpeg_blocks.replace_blocks(data, before, image.frames[0], src.mcu, dst.parent)
+
+
+def _source_jpeg(src: RasterSource) -> tuple[bytes, np.ndarray] | None:
+    """The source file's JPEG data without metadata and its first frame, if it still decodes as when read.
 
     The stripped data is decoded again and compared, so a source file changed
     since it was read is never written in the image's place.
     """
-    if src.path is None or not src.digest or _digest(image.frames, image.photometric) != src.digest:
+    if src.path is None or not src.digest:
         return None
     import io
 
@@ -175,7 +218,25 @@ def _same_jpeg_data(image: Image, src: RasterSource) -> bytes | None:
             frame, photometric, _ = _pillow_frame(im, src.path)
     except (OSError, ValueError, SyntaxError, struct.error, EOFError):
         return None
-    return data if _digest(frame[None], photometric) == src.digest else None
+    return (data, frame) if _digest(frame[None], photometric) == src.digest else None
+
+
+def edit_grid(image: Image) -> tuple[int, int] | None:
+    """The pixel grid ``(rows, columns)`` a fill must be aligned to for the file to stay exact elsewhere.
+
+    For an image read from a grey or YCbCr JPEG (one frame), its MCU: a
+    solid fill of whole MCUs is written as new flat blocks inside the source's
+    own compressed data, so every other pixel stays as it was (see
+    :mod:`._jpeg_blocks`). None for every other image (any change is written
+    exactly) and where ``jpeglib`` is not installed (a changed JPEG is then
+    encoded again).
+    """
+    from . import _jpeg_blocks
+
+    src = image.source
+    if not isinstance(src, RasterSource) or src.format != "jpeg" or src.mcu is None or image.n_frames != 1:
+        return None
+    return src.mcu if _jpeg_blocks.available() else None
 
 
 #: JPEG segments kept when metadata is removed: APP0 (JFIF, without a thumbnail), APP2 (ICC
@@ -312,6 +373,7 @@ def _pillow_source(im: Any, kind: str) -> RasterSource:
     dpi = info.get("dpi")
     quant: Any = None
     sub = -1
+    mcu = None
     if kind == "jpeg":
         from PIL import JpegImagePlugin
 
@@ -320,6 +382,9 @@ def _pillow_source(im: Any, kind: str) -> RasterSource:
             sub = int(JpegImagePlugin.get_sampling(im))
         except (AttributeError, KeyError, TypeError, ValueError):
             sub = -1
+        layers = getattr(im, "layer", None) or []  # (component id, h, v, table) per component
+        if (im.mode, len(layers)) in (("L", 1), ("RGB", 3)):
+            mcu = (8 * max(v for _, _, v, _ in layers), 8 * max(h for _, h, _, _ in layers))
     return RasterSource(
         format=kind,
         mode=im.mode,
@@ -327,6 +392,7 @@ def _pillow_source(im: Any, kind: str) -> RasterSource:
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
         quantization=quant,
         subsampling=sub,
+        mcu=mcu,
     )
 
 

@@ -37,12 +37,18 @@ def default_pad(height: int) -> int:
 
 
 def padded_box(
-    region: Region, rows: int, columns: int, pad_px: int | None = None
+    region: Region,
+    rows: int,
+    columns: int,
+    pad_px: int | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)`` of ``region`` grown by the margin and clipped to the frame.
 
     Device-rule boxes are drawn by hand, and fitted boxes (:mod:`.fit`) were cut to their ink,
     margin included: they are used as given, unless ``pad_px`` is given for a fitted box.
+    With a ``grid`` (rows, columns), the box then grows outwards to whole cells of it (a JPEG's
+    blocks: :func:`deephealth_deid.io.api.edit_grid`).
     """
     if pad_px is not None and pad_px < 0:
         raise ValueError(f"pad_px must be >= 0, got {pad_px}")
@@ -55,7 +61,12 @@ def padded_box(
     # Clipped on both sides: a box wholly outside the frame becomes empty (a negative end would
     # count from the other edge).
     x0, y0 = min(max(region.x0 - pad, 0), columns), min(max(region.y0 - pad, 0), rows)
-    return x0, y0, max(min(region.x1 + pad, columns), x0), max(min(region.y1 + pad, rows), y0)
+    x1, y1 = max(min(region.x1 + pad, columns), x0), max(min(region.y1 + pad, rows), y0)
+    if grid is not None and x1 > x0 and y1 > y0:
+        gy, gx = grid
+        x0, y0 = x0 // gx * gx, y0 // gy * gy
+        x1, y1 = min(-(-x1 // gx) * gx, columns), min(-(-y1 // gy) * gy, rows)
+    return x0, y0, x1, y1
 
 
 def fill_value(image: Image, *, bits_stored: int | None = None) -> np.ndarray:
@@ -109,6 +120,7 @@ def blank_regions(
     *,
     pad_px: int | None = None,
     bits_stored: int | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> Image:
     """``image`` with every region whose decision is ``'blank'`` filled with black.
 
@@ -118,6 +130,7 @@ def blank_regions(
         pad_px: Margin around each box; ``None`` for :func:`default_pad` of
             its height.
         bits_stored: See :func:`fill_value`.
+        grid: Grow each box to whole cells of this grid (see :func:`padded_box`).
 
     Returns:
         A new image (same meaning and source) whose frames differ from the
@@ -132,18 +145,22 @@ def blank_regions(
     for r in todo:
         if r.frame >= image.n_frames:
             raise ValueError(f"region of frame {r.frame} but the image has {image.n_frames} frame(s)")
-        x0, y0, x1, y1 = padded_box(r, image.rows, image.columns, pad_px)
+        x0, y0, x1, y1 = padded_box(r, image.rows, image.columns, pad_px, grid)
         frames[r.frame, y0:y1, x0:x1] = value
     return image.with_frames(frames)
 
 
 def blank_mask(
-    shape: tuple[int, int, int], regions: Iterable[Region], *, pad_px: int | None = None
+    shape: tuple[int, int, int],
+    regions: Iterable[Region],
+    *,
+    pad_px: int | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Boolean ``(frames, rows, columns)`` mask of the pixels :func:`blank_regions` fills."""
     mask = np.zeros(shape, dtype=bool)
     for r in regions:
         if r.decision == "blank":
-            x0, y0, x1, y1 = padded_box(r, shape[1], shape[2], pad_px)
+            x0, y0, x1, y1 = padded_box(r, shape[1], shape[2], pad_px, grid)
             mask[r.frame, y0:y1, x0:x1] = True
     return mask

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.api import edit_grid
 from ..io.dicom_image import curves, header_values, overlays, remove_overlays, set_burned_in_annotation
 from ..io.image import Image
 from .blank import blank_mask, blank_regions, padded_box
@@ -101,17 +102,21 @@ class RedactResult:
             patient data.
         qc: The :class:`RedactQC` record.
         pad_px: The margin used around boxes (``None``: scaled with each box).
+        grid: The grid blanked boxes were grown to (rows, columns): a JPEG's
+            blocks, so that a JPEG output keeps every other pixel exact
+            (:func:`deephealth_deid.io.api.edit_grid`); None for other images.
     """
 
     image: Image
     regions: list[Region]
     qc: RedactQC
     pad_px: int | None = None
+    grid: tuple[int, int] | None = None
 
     @property
     def mask(self) -> np.ndarray:
         """Boolean ``(frames, rows, columns)`` mask of the pixels blanked."""
-        return blank_mask(self.image.frames.shape[:3], self.regions, pad_px=self.pad_px)
+        return blank_mask(self.image.frames.shape[:3], self.regions, pad_px=self.pad_px, grid=self.grid)
 
 
 def display_frame(image: Image, index: int) -> np.ndarray:
@@ -231,8 +236,9 @@ def redact_text(
         regions.extend(r.with_(frame=i) if r.frame != i else r for r in decided)
 
     bits = _int(own.get("BitsStored"))
-    out = blank_regions(image, regions, pad_px=pad_px, bits_stored=bits)
-    flags = _large_region_flags(regions, image, pad_px)
+    grid = edit_grid(image)
+    out = blank_regions(image, regions, pad_px=pad_px, bits_stored=bits, grid=grid)
+    flags = _large_region_flags(regions, image, pad_px, grid)
     planes = len(overlays(out)) + len(curves(out))
     removed = 0
     if planes and not keep_overlays:
@@ -269,7 +275,7 @@ def redact_text(
     )
     for flag in flags:
         log.warning("%s: %s", name, flag)
-    return RedactResult(image=marked, regions=regions, qc=qc, pad_px=pad_px)
+    return RedactResult(image=marked, regions=regions, qc=qc, pad_px=pad_px, grid=grid)
 
 
 @functools.cache
@@ -304,13 +310,15 @@ def _found(regions: list[Region], rows: int, columns: int) -> list[Region]:
     return out
 
 
-def _large_region_flags(regions: list[Region], image: Image, pad_px: int | None) -> list[str]:
+def _large_region_flags(
+    regions: list[Region], image: Image, pad_px: int | None, grid: tuple[int, int] | None
+) -> list[str]:
     area = image.rows * image.columns
     flags = []
     for r in regions:
         if r.decision != "blank" or r.source == "rules":
             continue
-        x0, y0, x1, y1 = padded_box(r, image.rows, image.columns, pad_px)
+        x0, y0, x1, y1 = padded_box(r, image.rows, image.columns, pad_px, grid)
         if (x1 - x0) * (y1 - y0) > LARGE_REGION_FRACTION * area:
             flags.append(
                 f"a blanked region covers {100 * (x1 - x0) * (y1 - y0) / area:.0f}% of frame {r.frame}; "

@@ -49,7 +49,7 @@ def qc_picture(result: RedactResult, *, max_frames: int = 4) -> np.ndarray:
         for r in (r for r in result.regions if r.frame == i):
             colour = DECISION_COLOURS[r.decision]
             if r.decision == "blank":
-                x0, y0, x1, y1 = padded_box(r, rows, cols, result.pad_px)
+                x0, y0, x1, y1 = padded_box(r, rows, cols, result.pad_px, result.grid)
             else:
                 x0, y0, x1, y1 = r.box
             draw.rectangle((left + x0, y0, left + x1 - 1, y1 - 1), outline=colour, width=2)

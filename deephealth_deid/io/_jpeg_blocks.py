@@ -82,7 +82,7 @@ def replace_blocks(
     try:
         src_file.write_bytes(source_data)
         data = _write_filled(src_file, out_file, cells, mcu)
-    except (OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # libjpeg's errors have no common type; encoding again is safe
         log.debug("JPEG blocks could not be replaced (%s); the image is encoded again", e)
         return None
     finally:

@@ -173,8 +173,9 @@ def test_no_regions_gives_the_input_back_untouched():
 
 def test_default_pad_grows_with_the_box():
     img = _image("MONOCHROME2", frames=1, rows=100, cols=200)
-    small = redact_text(img, detector=FakeDetector([(50, 10, 80, 20)]), ocr="none").mask[0]
-    big = redact_text(img, detector=FakeDetector([(50, 40, 150, 80)]), ocr="none").mask[0]
+    kw = {"ocr": "none", "follow": False}  # the margin of the boxes as found (on noise)
+    small = redact_text(img, detector=FakeDetector([(50, 10, 80, 20)]), **kw).mask[0]
+    big = redact_text(img, detector=FakeDetector([(50, 40, 150, 80)]), **kw).mask[0]
     assert small.sum() == (30 + 2 * 2) * (10 + 2 * 2)  # at least 2 px
     assert big.sum() == (100 + 2 * 8) * (40 + 2 * 8)  # a fifth of 40 rows
     rule = Region(0, 50, 40, 150, 80, source="rules")
@@ -182,7 +183,7 @@ def test_default_pad_grows_with_the_box():
         blank_regions(img, [rule]).frames[0].astype(bool).sum() == img.frames[0].size - 100 * 40
     )  # as drawn
     # A vertical string: the margin follows the line's thickness (its width), not its length.
-    tall = redact_text(img, detector=FakeDetector([(10, 5, 20, 95)]), ocr="none").mask[0]
+    tall = redact_text(img, detector=FakeDetector([(10, 5, 20, 95)]), **kw).mask[0]
     assert tall.sum() == (10 + 2 * 2) * (90 + 2 * 2)
     # A box the detector says holds 30-pixel lines gets the margin of 30-pixel text.
     lines = Region(0, 50, 10, 80, 20, line_px=30)
@@ -634,7 +635,7 @@ def test_a_cine_reads_each_distinct_text_crop_once():
     img = img.with_frames(frames)
     det = FakeDetector([(10, 5, 32, 12)])
     reader = CountingOcr()
-    res = redact_text(img, detector=det, ocr=reader)
+    res = redact_text(img, detector=det, ocr=reader, follow=False)  # boxes as found, on noise
     assert det.calls == 6  # every frame differs (the anatomy), so every frame is detected
     assert len(reader.crops) == 2  # but only two different crops were read
     assert not np.array_equal(reader.crops[0], reader.crops[1])
@@ -642,7 +643,10 @@ def test_a_cine_reads_each_distinct_text_crop_once():
     # Without the shared reading, the same decisions: each frame alone.
     for i in range(6):
         alone = redact_text(
-            Image(frames[i : i + 1], "MONOCHROME2"), detector=FakeDetector(det.boxes), ocr=CountingOcr()
+            Image(frames[i : i + 1], "MONOCHROME2"),
+            detector=FakeDetector(det.boxes),
+            ocr=CountingOcr(),
+            follow=False,
         )
         assert [(r.text, r.decision) for r in alone.regions] == [("L", "keep")]
 

@@ -282,3 +282,63 @@ def test_the_background_value_is_the_rings_most_common_colour():
                 ring = rng.random((len(ring), channels)) * 10  # not whole values
             colours, counts = np.unique(ring, axis=0, return_counts=True)
             assert np.array_equal(_mode(ring), colours[int(np.argmax(counts))])  # ties: the first colour
+
+
+# ----------------------------------------------------------------------------------------------------
+# following a string along its line (text.follow)
+
+
+def _string_across_a_step(glyph: int = 255) -> np.ndarray:
+    """A 12 px string of value ``glyph`` from a dark background onto a bright panel (250 from column 120)."""
+    frame = np.full((60, 240), 20, np.uint8)
+    frame[:, 120:] = 250
+    for x in range(20, 220, 9):
+        frame[24:36, x : x + 2] = glyph  # strokes
+        frame[24:26, x : x + 6] = glyph
+    return frame
+
+
+def test_a_string_crossing_onto_a_background_it_barely_differs_from_is_blanked_whole():
+    from deephealth_deid.text import redact_text
+    from deephealth_deid.text.follow import follow_region
+
+    frame = _string_across_a_step()
+    seen = Region(0, 18, 24, 118, 36)  # what a network sees: the part on the dark side
+    followed = follow_region(seen, frame)
+    assert followed.box == (18, 24, 224, 36) and followed.source == "net"  # the last glyph ends at 224
+    img = Image(frame[None], "MONOCHROME2")
+
+    class Seen:
+        def detect(self, f):
+            return [seen]
+
+    glyphs = frame == 255
+    out = redact_text(img, detector=Seen(), ocr="none").image.frames[0]
+    assert not (out[glyphs] == 255).any()  # every glyph blanked, on both sides of the step
+    before = redact_text(img, detector=Seen(), ocr="none", follow=False).image.frames[0]
+    assert (before[glyphs] == 255).sum() > 100  # without following, the bright side's glyphs stay
+
+
+def test_following_never_shortens_adds_or_crosses_into_plateaus_and_rules():
+    from deephealth_deid.text.follow import follow_region, follow_regions
+
+    frame = _string_across_a_step()
+    # The string's value as common beside the line as on it: nothing stands out, nothing moves.
+    noisy = frame.copy()
+    noisy[10:20, :] = 255
+    noisy[40:50, :] = 255
+    r = Region(0, 18, 24, 118, 36)
+    assert follow_region(r, noisy) is r
+    # A rule (one long piece of the value) along the line is not a glyph.
+    ruled = np.full((60, 240), 20, np.uint8)
+    ruled[24:36, 20:26] = 255
+    ruled[30:32, 26:240] = 255
+    assert follow_region(Region(0, 18, 24, 30, 36), ruled).box == (18, 24, 30, 36)
+    # Device rules and fitted regions are left as they are; random regions only ever grow.
+    assert follow_region(r.with_(source="rules"), frame) == r.with_(source="rules")
+    rng = np.random.default_rng(0)
+    values = (rng.random((80, 90, 3)) * 4).astype(np.uint8) * 60
+    regions = [Region(0, x, y, x + int(w), y + int(h)) for x, y, w, h in rng.integers(1, 40, (50, 4))]
+    for a, b in zip(regions, follow_regions(regions, values), strict=True):
+        assert b.x0 <= a.x0 and b.y0 <= a.y0 and b.x1 >= a.x1 and b.y1 >= a.y1
+        assert (b.x1 - b.x0 == a.x1 - a.x0) or (b.y1 - b.y0 == a.y1 - a.y0)  # along one axis only

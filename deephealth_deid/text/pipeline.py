@@ -1,6 +1,7 @@
 """``redact_text``: find burned-in text on every frame, decide what identifies, blank it.
 
-detect (per distinct frame) -> read (OCR, optional; each distinct crop once) ->
+detect (per distinct frame) -> follow each string along its line -> read (OCR, optional; each
+distinct crop once) ->
 fit the boxes to their ink where it lies on a plain background -> add device
 rules -> decide (policy, against the image's own header) -> blank -> for DICOM: remove
 overlays and set *Burned In Annotation* to ``NO``.
@@ -32,6 +33,7 @@ from ..io.image import Image
 from .blank import blank_mask, blank_regions, padded_box
 from .detector import get_detector
 from .fit import fit_regions
+from .follow import follow_regions
 from .ocr import OcrBackend, get_ocr, read_regions
 from .policy import IDENTIFYING_KEYWORDS, HeaderTerms, Policy
 from .regions import Detector, Region
@@ -140,6 +142,7 @@ def redact_text(
     pad_px: int | None = None,
     keep_overlays: bool = False,
     fit: bool = True,
+    follow: bool = True,
     model: str | os.PathLike[str] | None = None,
     engine: str = "auto",
     device: str = "auto",
@@ -172,6 +175,10 @@ def redact_text(
         fit: Cut each detected box to the ink it holds where it lies on a
             plain background, with a thin margin (:mod:`.fit`); elsewhere, and
             with ``fit=False`` or a ``pad_px``, boxes keep the full margin.
+        follow: Lengthen each box the network found along its line over
+            glyphs drawn in the string's own stored value (:mod:`.follow`),
+            before OCR reads it: the part of a string that crosses onto a
+            background it barely differs from is blanked with the rest.
         model: Model file for ``detector='net'``.
         engine: Engine for ``detector='net'``.
         device: Device for ``detector='net'``.
@@ -227,6 +234,8 @@ def redact_text(
             frame = display_frame(image, i)
             found = _found(det.detect(frame), image.rows, image.columns)
             detected += len(found)
+            if follow:
+                found = follow_regions(found, image.frames[i])
             if reader is not None:
                 found = read_regions(found, frame, reader, cache=readings)
             if fit and pad_px is None:  # after reading: OCR reads best with the background around

@@ -13,6 +13,7 @@ least share of blanked area outside text that a detector's boxes can reach: the 
     python benchmarks/bench_text.py [--model runs/text/model.safetensors] [--n 10] [--threads 2]
     python benchmarks/bench_text.py --seed 4000000 --n 20 --sizes 512 --only-ours   # another held-out set
     python benchmarks/bench_text.py --no-fit     # boxes with the full margin everywhere (deid redact --pad)
+    python benchmarks/bench_text.py --no-follow  # our boxes as the network found them (not followed)
 
 RapidOCR (``pip install rapidocr-onnxruntime``) and Tesseract (``pytesseract`` + Debian
 ``tesseract-ocr``) are run when installed and reported as missing otherwise.
@@ -31,6 +32,7 @@ import numpy as np
 from deephealth_deid.data.synth_text import SynthTextGenerator, ink_mask, to_image
 from deephealth_deid.text.blank import padded_box
 from deephealth_deid.text.fit import fit_regions
+from deephealth_deid.text.follow import follow_regions
 from deephealth_deid.text.pipeline import display_frame
 from deephealth_deid.text.regions import Region
 
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], help="image sides")
     parser.add_argument("--only-ours", action="store_true", help="skip RapidOCR and Tesseract")
     parser.add_argument("--no-fit", action="store_true", help="do not fit boxes to their ink")
+    parser.add_argument(
+        "--no-follow", action="store_true", help="do not follow our boxes along their lines (text.follow)"
+    )
     args = parser.parse_args(argv)
     detectors = {
         f"ours, {engine}": ours(args.model, engine, args.threads, args.threshold, args.grow_threshold)
@@ -170,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             det(frames[0])  # warm-up (model load, first allocation)
             found = total = 0
             outside, seconds = [], 0.0
-            for s, f, v in zip(samples, frames, stored, strict=True):
+            for s, f, v, img in zip(samples, frames, stored, images, strict=True):
                 t0 = time.perf_counter()
                 regions = det(f)
+                if not args.no_follow:  # as deid redact does (it changes the network's regions only)
+                    regions = follow_regions(regions, img.frames[0])
                 seconds += time.perf_counter() - t0
                 a, b, c = score(s, fitted(regions, v), f.shape[:2])
                 found, total = found + a, total + b

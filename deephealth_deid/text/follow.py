@@ -118,6 +118,11 @@ def _follow(r: Region, keys: np.ndarray) -> Region:
     top, bottom = max(c0 - band, 0), min(c1 + band, n_across)  # and the bands beside them
     if (c0 - top) + (bottom - c1) < 2:
         return r
+    # Only the reach of the walk matters, plus two lines so that every piece within it is judged as
+    # it would be on the whole line (a piece cut at the window's edge is longer than 1.5 lines anyway).
+    reach = int(MAX_REACH_LINES * line)
+    lo, hi = max(0, b0 - reach - 2 * line), min(n_along, b1 + reach + 2 * line)
+    k, b0, b1, n_along = k[:, lo:hi], b0 - lo, b1 - lo, hi - lo
     rows = k[top:bottom]
     side = np.zeros(bottom - top, bool)
     side[: c0 - top] = True
@@ -148,7 +153,7 @@ def _follow(r: Region, keys: np.ndarray) -> Region:
         expected = max(float(s[:, e0:e1].mean()) for s in beside) * height * (e1 - e0)
         return count >= max(2.0, INK_FACTOR * expected + 1.0)
 
-    step, gap, reach = max(2, line // 2), MAX_GAP_LINES * line, int(MAX_REACH_LINES * line)
+    step, gap = max(2, line // 2), MAX_GAP_LINES * line
     last, e = b1, b1
     while e < min(n_along, b1 + reach):
         e1 = min(e + step, n_along)
@@ -167,6 +172,7 @@ def _follow(r: Region, keys: np.ndarray) -> Region:
         e = e0
     if (first, last) == (b0, b1):
         return r
+    first, last = first + lo, last + lo
     return r.with_(x0=first, x1=last) if horizontal else r.with_(y0=first, y1=last)
 
 

@@ -342,3 +342,18 @@ def test_following_never_shortens_adds_or_crosses_into_plateaus_and_rules():
     for a, b in zip(regions, follow_regions(regions, values), strict=True):
         assert b.x0 <= a.x0 and b.y0 <= a.y0 and b.x1 >= a.x1 and b.y1 >= a.y1
         assert (b.x1 - b.x0 == a.x1 - a.x0) or (b.y1 - b.y0 == a.y1 - a.y0)  # along one axis only
+
+
+def test_boxes_on_noise_are_not_followed():
+    """Noise holds no string value: boxes on it stay as found (what a batch of noise images showed)."""
+    from deephealth_deid.text.follow import follow_regions
+
+    rng = np.random.default_rng(0)
+    changed = 0
+    for levels in (200, 20, 4):
+        for _ in range(10):
+            frame = rng.integers(0, levels, (120, 160), dtype=np.uint8)
+            xywh = rng.integers((0, 0, 10, 6), (100, 100, 50, 16), size=(30, 4))
+            regions = [Region(0, int(x), int(y), int(x + w), int(y + h)) for x, y, w, h in xywh]
+            changed += sum(a != b for a, b in zip(regions, follow_regions(regions, frame), strict=True))
+    assert changed <= 2  # of 900 boxes

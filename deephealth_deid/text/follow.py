@@ -15,7 +15,7 @@ fitted), :func:`follow_region`:
    most in excess (over :data:`EXCESS` times) of its rate in the bands beside
    the line (the rows the margin blanks across the line, and half a line
    beyond on each side); it must fill 1% to 50% of the box (strokes, not a
-   plateau);
+   plateau), and at least 8 of its pixels;
 2. keeps the glyph-sized pieces of that value: 8-connected pieces of at
    least two pixels within the rows the region blanks, that do not reach the
    bands beside the line and are at most 1.5 lines long along it (not noise,
@@ -63,8 +63,10 @@ MAX_LINES_ACROSS = 2.5
 #: The string's value must be this many times more frequent in the box than beside the line.
 EXCESS = 5.0
 
-#: ... and fill between these shares of the box (glyph strokes, not a plateau).
+#: ... and fill between these shares of the box (glyph strokes, not a plateau), and at least
+#: this many of its pixels (the most common value of a small box of noise has a few).
 MIN_SHARE, MAX_SHARE = 0.01, 0.5
+MIN_VALUE_PX = 8
 
 #: A step along the line holds ink when its glyph pixels exceed this many times those expected.
 INK_FACTOR = 4.0
@@ -190,7 +192,7 @@ def _string_value(inside: np.ndarray, beside: np.ndarray) -> int | None:
     expected = reference / max(beside.size, 1) * inside.size
     excess = counts - EXCESS * expected
     best = int(np.argmax(excess))
-    least = max(3, MIN_SHARE * inside.size)
+    least = max(MIN_VALUE_PX, MIN_SHARE * inside.size)
     if counts[best] < least or excess[best] < least or counts[best] > MAX_SHARE * inside.size:
         return None
     return int(values[best])

@@ -964,3 +964,17 @@ def test_a_redacted_jpeg_is_encoded_again_without_the_block_editor(tmp_path, mon
     out = dd.load_image(dd.save_image(res.image, tmp_path / "out.jpg")).frames[0]
     assert (out[res.mask[0]] < 16).all()  # blanked, and the rest moved a little
     assert not np.array_equal(out[~res.mask[0]], img.frames[0][~res.mask[0]])
+
+
+def test_a_jpeg_written_as_png_keeps_its_boxes_as_found(tmp_path):
+    from PIL import Image as PILImage
+
+    pytest.importorskip("jpeglib")
+    rng = np.random.default_rng(5)
+    src = tmp_path / "capture.jpg"
+    PILImage.fromarray((rng.random((64, 80)) * 255).astype(np.uint8)).save(src, quality=85)
+    kw = {"detector": FakeDetector([(10, 10, 30, 20)]), "ocr": "none", "pad_px": 2, "follow": False}
+    as_png = redact_file(src, tmp_path / "out.png", **kw)
+    as_jpeg = redact_file(src, tmp_path / "out.jpg", **kw)
+    assert as_png.grid is None and as_png.mask[0].sum() == 24 * 14  # lossless: the padded box only
+    assert as_jpeg.grid == (8, 8) and as_jpeg.mask[0].sum() == 24 * 16  # rows 8-22 grown to 8-24

@@ -201,7 +201,7 @@ def save_image(image: Image, path: PathLike, *, overwrite: bool = False) -> Path
     return p
 
 
-def edit_grid(image: Image) -> tuple[int, int] | None:
+def edit_grid(image: Image, path: PathLike | None = None) -> tuple[int, int] | None:
     """The pixel grid ``(rows, columns)`` changes to ``image`` should be aligned to, or None.
 
     An image read from a JPEG has one (its minimum coded unit: 8 x 8 or
@@ -210,11 +210,18 @@ def edit_grid(image: Image) -> tuple[int, int] | None:
     JPEG stays exactly as it was. Any other change makes :func:`save_image`
     encode the JPEG again. None for every other image: any change is written
     exactly.
+
+    Args:
+        image: The image to change.
+        path: Where it will be written, if known: None unless that is a JPEG.
     """
     if image.format == "dicom":
         return None
+    from .raster import check_raster_path
     from .raster import edit_grid as raster_grid
 
+    if path is not None and check_raster_path(image, Path(path)) != "jpeg":
+        return None
     return raster_grid(image)
 
 

@@ -153,7 +153,7 @@ def _redact_with(
     picture = case.extra(out, "_qc.png") if qc else None
     check_outputs(case.input, case.output(out), qc_png=picture, overwrite=overwrite)
     options = {**options, "detector": finder, "ocr": backend if backend is not None else "none"}
-    result = redact_text(image, **options)
+    result = redact_text(image, output=case.output(out), **options)
     write_outputs(result, case.output(out), qc_png=picture, overwrite=overwrite)
     q = result.qc
     return {

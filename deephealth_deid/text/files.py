@@ -70,7 +70,7 @@ def redact_file(
     check_outputs(src, dst, qc_png=qc_png, overwrite=overwrite)
     image = load_image(src)
     check_image_path(image, dst)  # the format its name asks for, before any work
-    result = redact_text(image, **options)
+    result = redact_text(image, output=dst, **options)
     write_outputs(result, dst, qc_png=qc_png, overwrite=overwrite)
     return result
 

@@ -143,6 +143,7 @@ def redact_text(
     keep_overlays: bool = False,
     fit: bool = True,
     follow: bool = True,
+    output: str | os.PathLike[str] | None = None,
     model: str | os.PathLike[str] | None = None,
     engine: str = "auto",
     device: str = "auto",
@@ -179,6 +180,11 @@ def redact_text(
             glyphs drawn in the string's own stored value (:mod:`.follow`),
             before OCR reads it: the part of a string that crosses onto a
             background it barely differs from is blanked with the rest.
+        output: Where the result will be written, if known; only its format
+            matters. A box in an image read from a JPEG grows to the JPEG's
+            blocks (8 or 16 pixels), so that a JPEG output keeps every other
+            pixel exact (:func:`deephealth_deid.io.api.edit_grid`), unless
+            ``output`` is another format.
         model: Model file for ``detector='net'``.
         engine: Engine for ``detector='net'``.
         device: Device for ``detector='net'``.
@@ -245,7 +251,7 @@ def redact_text(
         regions.extend(r.with_(frame=i) if r.frame != i else r for r in decided)
 
     bits = _int(own.get("BitsStored"))
-    grid = edit_grid(image)
+    grid = edit_grid(image, output)
     out = blank_regions(image, regions, pad_px=pad_px, bits_stored=bits, grid=grid)
     flags = _large_region_flags(regions, image, pad_px, grid)
     planes = len(overlays(out)) + len(curves(out))

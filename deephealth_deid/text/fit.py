@@ -40,7 +40,7 @@ from scipy import ndimage as ndi
 from .blank import padded_box
 from .regions import Region
 
-__all__ = ["fit_region", "fit_regions", "fit_margin"]
+__all__ = ["fit_region", "fit_regions", "fit_margin", "value_keys"]
 
 #: Width in pixels of the ring, inside the padded window, whose value is the background.
 RING_PX = 2
@@ -135,14 +135,32 @@ def _mode(ring: np.ndarray) -> np.ndarray:
         # Whole values of up to 16 bits (what stored pixels are): one key per colour, in the order
         # of the colours themselves (the first channel highest), sorted fast.
         shifts = [16 * (channels - 1 - c) for c in range(channels)]
-        key = np.zeros(len(ring), np.int64)
-        for c, shift in enumerate(shifts):
-            key |= ring[:, c].astype(np.int64) << shift
+        key = value_keys(ring)
+        assert key is not None
         values, counts = np.unique(key, return_counts=True)
         top = int(values[int(np.argmax(counts))])
         return np.array([(top >> shift) & 0xFFFF for shift in shifts], dtype=ring.dtype)
     colours, counts = np.unique(ring, axis=0, return_counts=True)
     return colours[int(np.argmax(counts))]
+
+
+def value_keys(values: np.ndarray) -> np.ndarray | None:
+    """One integer per pixel for its stored value, its channels (last axis) packed, the first highest.
+
+    Whole values from 0 to 65535 in up to three channels are packed 16 bits each;
+    one channel of any integer type is its value. None for anything else
+    (fractional values, wider colours), whose values cannot be keyed this way.
+    """
+    v = np.asarray(values)
+    channels = v.shape[-1]
+    if channels == 1 and v.dtype.kind in "iu":
+        return v[..., 0].astype(np.int64)
+    if channels > 3 or v.size == 0 or v.min() < 0 or v.max() >= 65536 or not np.array_equal(v, np.round(v)):
+        return None
+    key = np.zeros(v.shape[:-1], np.int64)
+    for c in range(channels):
+        key |= v[..., c].astype(np.int64) << (16 * (channels - 1 - c))
+    return key
 
 
 def _inner_ink(off: np.ndarray, region: Region, x0: int, y0: int) -> np.ndarray | None:

@@ -53,6 +53,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .blank import default_pad
+from .fit import value_keys
 from .regions import Region
 
 __all__ = ["follow_region", "follow_regions"]
@@ -83,8 +84,8 @@ MIN_PIECE_PX = 2
 
 def follow_regions(regions: list[Region], values: np.ndarray) -> list[Region]:
     """:func:`follow_region` for each region of one frame (``values``: that frame as stored)."""
-    keys = _keys(np.asarray(values))
-    return [_follow(r, keys) for r in regions]
+    keys = _keys(values)
+    return regions if keys is None else [_follow(r, keys) for r in regions]
 
 
 def follow_region(region: Region, values: np.ndarray) -> Region:
@@ -94,16 +95,14 @@ def follow_region(region: Region, values: np.ndarray) -> Region:
         region: A region the network found (others, and fitted ones, are returned as they are).
         values: The frame as stored: ``(rows, columns)`` grey or ``(rows, columns, channels)``.
     """
-    return _follow(region, _keys(np.asarray(values)))
+    keys = _keys(values)
+    return region if keys is None else _follow(region, keys)
 
 
-def _keys(values: np.ndarray) -> np.ndarray:
-    """One integer per pixel for its stored value (colour channels packed together)."""
-    v = values if values.ndim == 3 else values[..., None]
-    k = np.zeros(v.shape[:2], np.int64)
-    for c in range(v.shape[2]):
-        k = (k << 16) | v[..., c].astype(np.int64)
-    return k
+def _keys(values: np.ndarray) -> np.ndarray | None:
+    """One integer per pixel for its stored value (:func:`~.fit.value_keys`); None if not whole values."""
+    v = np.asarray(values)
+    return value_keys(v if v.ndim == 3 else v[..., None])
 
 
 def _follow(r: Region, keys: np.ndarray) -> Region:

@@ -146,21 +146,7 @@ def _write_filled(
     jpeg.write_dct(str(dst))
     from .raster import jpeg_without_metadata
 
-    return _one_jfif(jpeg_without_metadata(dst.read_bytes()))
-
-
-def _one_jfif(data: bytes) -> bytes:
-    """``data`` with its second and later JFIF APP0 segments removed (libjpeg adds one to the copied one)."""
-    out, i, seen = bytearray(data[:2]), 2, False
-    while i + 4 <= len(data) and data[i] == 0xFF and data[i + 1] != 0xDA:
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        segment = data[i : i + 2 + length]
-        is_jfif = data[i + 1] == 0xE0 and segment[4:9] == b"JFIF\x00"
-        if not (is_jfif and seen):
-            out += segment
-        seen = seen or is_jfif
-        i += 2 + length
-    return bytes(out + data[i:])
+    return jpeg_without_metadata(dst.read_bytes())  # also drops the second JFIF header libjpeg adds
 
 
 def _decodes_as_meant(

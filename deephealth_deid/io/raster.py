@@ -146,19 +146,13 @@ def write_raster(image: Image, path: Path) -> None:
     path = Path(path)
     fmt = check_raster_path(image, path)
     src = image.source if isinstance(image.source, RasterSource) else None
-    same = _same_jpeg_data(image, src) if fmt == "jpeg" and src is not None else None
-    if same is not None:
-        # Nothing was changed: the source's own compressed data, without its metadata, so the
-        # pixels stay bit-identical (re-encoding would change them all a little).
+    own = _own_jpeg_data(image, src, path) if fmt == "jpeg" and src is not None else None
+    if own is not None:
+        # The source's own compressed data, without its metadata: unchanged, or with the filled
+        # blocks replaced, so no other pixel moves (encoding again would change them all a little).
         with atomic_file(path) as tmp:
-            tmp.write_bytes(same)
-        log.debug("%s: unchanged; the source's JPEG data written without its metadata", path)
-        return
-    filled = _filled_jpeg_data(image, src, path) if fmt == "jpeg" and src is not None else None
-    if filled is not None:
-        with atomic_file(path) as tmp:
-            tmp.write_bytes(filled)
-        log.debug("%s: the source's JPEG data written with the filled blocks replaced", path)
+            tmp.write_bytes(own)
+        log.debug("%s: the source's JPEG data written (metadata removed, filled blocks replaced)", path)
         return
     if fmt == "jpeg":
         log.info(
@@ -175,28 +169,25 @@ def write_raster(image: Image, path: Path) -> None:
     log.debug("%s: wrote %d frame(s), %s, as %s", path, image.n_frames, image.photometric, fmt)
 
 
-def _same_jpeg_data(image: Image, src: RasterSource) -> bytes | None:
-    """The source file's JPEG data without metadata, when ``image`` is still what it decodes to; else None."""
-    if not src.digest or _digest(image.frames, image.photometric) != src.digest:
-        return None
-    source = _source_jpeg(src)
-    return None if source is None else source[0]
+def _own_jpeg_data(image: Image, src: RasterSource, dst: Path) -> bytes | None:
+    """The source file's JPEG data without metadata for ``image``, or None where it would need encoding.
 
-
-def _filled_jpeg_data(image: Image, src: RasterSource, dst: Path) -> bytes | None:
-    """The source's JPEG data with the MCUs ``image`` fills replaced, the rest unchanged; else None.
-
-    See :mod:`._jpeg_blocks`. None when the change is not whole constant MCUs,
-    ``jpeglib`` is missing, or the source file changed since it was read.
+    Unchanged frames: the data as it is (bit-identical pixels). Frames changed
+    by solid fills of whole MCUs: the data with those MCUs replaced (see
+    :mod:`._jpeg_blocks`). None for any other change, where ``jpeglib`` is
+    missing, or when the source file changed since it was read.
     """
     from . import _jpeg_blocks
 
-    if src.mcu is None or image.n_frames != 1 or not _jpeg_blocks.available():
+    unchanged = bool(src.digest) and _digest(image.frames, image.photometric) == src.digest
+    if not unchanged and (src.mcu is None or image.n_frames != 1 or not _jpeg_blocks.available()):
         return None
     source = _source_jpeg(src)
     if source is None:
         return None
     data, before = source
+    if unchanged:
+        return data
     return _jpeg_blocks.replace_blocks(data, before, image.frames[0], src.mcu, dst.parent)
 
 
@@ -246,7 +237,9 @@ _KEPT_APP = {0xE0, 0xE2, 0xEE}
 
 
 def jpeg_without_metadata(data: bytes) -> bytes:
-    """A JPEG file's bytes without its metadata segments (see :data:`_KEPT_APP`); the image data unchanged.
+    """A JPEG file's bytes without its metadata segments (see :data:`_KEPT_APP`; one JFIF header at most).
+
+    The image data is unchanged.
 
     Example:
         >>> soi, com = b"\\xff\\xd8", b"\\xff\\xfe\\x00\\x06Jane"
@@ -256,7 +249,7 @@ def jpeg_without_metadata(data: bytes) -> bytes:
     if data[:2] != b"\xff\xd8":
         raise ValueError("not a JPEG stream")
     out = bytearray(data[:2])
-    i = 2
+    i, seen_jfif = 2, False
     while i + 4 <= len(data):
         if data[i] != 0xFF:
             raise ValueError(f"JPEG marker expected at byte {i}")
@@ -270,8 +263,10 @@ def jpeg_without_metadata(data: bytes) -> bytes:
         length = int.from_bytes(data[i + 2 : i + 4], "big")
         segment = data[i : i + 2 + length]
         keep = not (0xE0 <= marker <= 0xEF or marker == 0xFE) or marker in _KEPT_APP
-        if marker == 0xE0 and segment[4:9] == b"JFIF\x00" and length >= 16 and (segment[16] or segment[17]):
-            keep = False  # a JFIF header holding a thumbnail
+        jfif = marker == 0xE0 and segment[4:9] == b"JFIF\x00"
+        if jfif and ((length >= 16 and (segment[16] or segment[17])) or seen_jfif):
+            keep = False  # a JFIF header holding a thumbnail, or a second one (libjpeg adds its own)
+        seen_jfif = seen_jfif or (jfif and keep)
         if keep:
             out += segment
         i += 2 + length

@@ -6,7 +6,11 @@ Run on demand (not in CI):
 
 1. Dice per feature of the network's labels on the grid, on held-out synthetic
    heads (generator seed 2000000: never used in training, which uses seed 0,
-   nor in validation, 1000000).
+   nor in validation, 1000000). Then ``dd.deface`` on the same heads, checked
+   on their native voxels against their full label maps
+   (:func:`~deephealth_deid.deface.evaluate.check_labels`): the share of each
+   feature's target changed, voxels within 6 mm of the brain changed, the
+   eyeballs kept; and whether each head failing a criterion was flagged by QC.
 2. For the real head and each variant (native, 1x1x5 mm, 7 mm axial, permuted
    and flipped axes, head tilted 15 degrees): the landmark criteria of
    :mod:`deephealth_deid.deface.evaluate`; then the same for five remapped
@@ -31,6 +35,7 @@ from deephealth_deid.data.synth_heads import SynthHeadGenerator
 from deephealth_deid.deface.evaluate import (
     CONTRAST_VARIANTS,
     VARIANTS,
+    check_labels,
     check_landmarks,
     load_landmarks,
     make_variant,
@@ -59,6 +64,35 @@ def synthetic_dice(model: str | None, n: int) -> dict[str, float]:
     return {k: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
 
 
+def synthetic_pipeline(model: str | None, n: int) -> bool:
+    """``dd.deface`` on the held-out heads, checked voxel by voxel; False if a failing head is not flagged."""
+    gen = SynthHeadGenerator(seed=2_000_000)
+    changed: dict[str, list[float]] = {}
+    failed = silent = 0
+    for i in range(n):
+        image, labels = gen.sample(i)
+        out = dd.deface(image, model=model)
+        rep = check_labels(image, out.volume, labels)
+        for k, v in rep.changed_feature.items():
+            changed.setdefault(k, []).append(v)
+        failed += not rep.ok
+        silent += not rep.ok and not out.qc.flags
+        share = " ".join(f"{k}={v:.0%}" for k, v in rep.changed_feature.items())
+        print(
+            f"  head {i}: {'PASS' if rep.ok else 'FAIL'} target changed: {share}; near-brain voxels "
+            f"changed: {rep.changed_near_brain}; eyeballs kept: {rep.unchanged_eyeballs:.0%}; "
+            f"flags: {len(out.qc.flags)}"
+        )
+        for f in rep.failures:
+            print(f"{'':>11}- {f}")
+    print(
+        f"held-out synthetic heads through dd.deface (n={n}): target changed, mean "
+        + ", ".join(f"{k} {np.mean(v):.0%} (min {np.min(v):.0%})" for k, v in changed.items())
+        + f"; {failed} heads fail a criterion, {silent} of them without a QC flag"
+    )
+    return silent == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,16 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    synthetic_ok = True
     if args.synthetic:
         d = synthetic_dice(args.model, args.synthetic)
         print(
             f"held-out synthetic heads (n={args.synthetic}): Dice "
             + ", ".join(f"{k} {v:.3f}" for k, v in d.items())
         )
+        synthetic_ok = synthetic_pipeline(args.model, args.synthetic)
 
     vol = dd.load_volume(args.head)
     marks, thr = load_landmarks(args.landmarks)
-    all_ok = True
+    all_ok = synthetic_ok
     contrasts_ok = 0
     for name in VARIANTS + (CONTRAST_VARIANTS if args.contrasts else ()):
         var, lms = make_variant(vol, marks, name)

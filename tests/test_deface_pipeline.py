@@ -540,3 +540,60 @@ def test_the_fill_labels_each_voxel_after_a_nearest_feature_voxel_in_mm(columns,
     best = np.linalg.norm(ras(points)[:, None] - ras(feature)[None], axis=2).min(axis=1)
     np.testing.assert_allclose(np.linalg.norm(ras(points) - ras(found), axis=1), best, rtol=1e-9, atol=1e-9)
     assert (feature[:, None] == found[None]).all(axis=2).any(axis=0).all()  # each is a feature voxel
+
+
+def _ball(shape: tuple[int, int, int], centre, radius: float) -> np.ndarray:
+    idx = np.indices(shape).transpose(1, 2, 3, 0)
+    return np.linalg.norm(idx - np.asarray(centre, dtype=float), axis=-1) <= radius
+
+
+def test_the_guard_measures_depth_from_the_skin_not_from_air_reaching_into_the_head():
+    """A cavity open to the air by a nostril-like channel, and a field of view that cuts the head."""
+    from deephealth_deid.deface.postprocess import OUT_OF_REACH_MM, guard_depth, surface_depth
+
+    shape, spacing = (60, 60, 60), (3.0, 3.0, 3.0)
+    head = _ball(shape, (30, 30, 30), 25)  # a head 150 mm across
+    cavity = _ball(shape, (30, 30, 30), 4)
+    channel = np.zeros(shape, bool)
+    channel[28:33, 28:33, 30:] = True  # 15 mm wide, from the cavity out through the skin
+    head &= ~(cavity | channel)
+    seen = np.ones(shape, bool)
+    wall = ndimage.binary_dilation(cavity) & head  # tissue lining the cavity, 75 mm under the skin
+    assert surface_depth(head, spacing)[wall].max() <= 6.0  # the cavity's air passes for the outside
+    guarded = guard_depth(head, seen, spacing)
+    assert (guarded[wall] == OUT_OF_REACH_MM).all()
+    # The skin away from the channel keeps its depth.
+    skin = head & ~ndimage.binary_erosion(head)
+    far = skin & ~ndimage.binary_dilation(channel, iterations=8)
+    assert np.allclose(guarded[far], surface_depth(head, spacing)[far])
+    # A field of view that ends across the head: the cut is not skin.
+    cut = _ball(shape, (30, 30, 30), 25)
+    seen = np.ones(shape, bool)
+    seen[:, :, :30] = False
+    cut_face = cut[:, :, 30] & ~ndimage.binary_erosion(cut)[:, :, 30]
+    inner = cut[:, :, 30] & ~ndimage.binary_dilation(cut_face, iterations=6)
+    depth = guard_depth(cut & seen, seen, spacing)[:, :, 30]
+    assert depth[inner].min() >= 18.0  # measured from the imaged air around, not from the cut
+
+
+def test_check_labels_counts_what_changed_of_each_target_near_the_brain_and_in_the_eyeballs():
+    from deephealth_deid.deface.evaluate import check_labels
+
+    shape = (40, 40, 40)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    lab = np.zeros(shape, np.uint8)
+    lab[5:15, 5:15, 5:15] = LABELS["brain"]
+    lab[30:34, 30:34, 30:34] = 1  # eyes: 64 voxels
+    lab[20:24, 30:34, 30:34] = LABELS["eyeball"]
+    before = Volume(np.ones(shape, np.float32), affine)
+    after = before.array.copy()
+    after[30:32, 30:34, 30:34] = 0  # half the eyes' target
+    after[16, 10, 10] = 0  # 2 mm from the brain
+    after[20, 30:34, 30:34] = 0  # a quarter of the eyeball
+    rep = check_labels(before, Volume(after, affine), Volume(lab, affine))
+    assert rep.changed_feature == {"eyes": 0.5}
+    assert rep.changed_near_brain == 1
+    assert rep.unchanged_eyeballs == 0.75
+    assert len(rep.failures) == 3 and not rep.ok
+    with pytest.raises(ValueError, match="grid"):
+        check_labels(before, Volume(after, affine), Volume(lab, np.diag([1.0, 1.0, 1.0, 1.0])))

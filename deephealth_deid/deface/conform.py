@@ -200,6 +200,18 @@ def network_input(image: np.ndarray, spacing: float, channels: int = 2) -> np.nd
     return np.stack([image, np.clip(depth / DEPTH_SCALE_MM, 0.0, 2.0)]).astype(np.float32)
 
 
+def field_of_view(volume: Volume, grid: Grid) -> np.ndarray:
+    """Which voxels of ``grid`` lie inside ``volume``'s array (its field of view)."""
+    m = np.linalg.inv(volume.affine) @ grid.affine
+    inside = np.ones(grid.shape, bool)
+    for axis, n in enumerate(volume.shape):
+        # Native index along ``axis`` of every grid voxel: a sum of one term per grid axis.
+        terms = [m[axis, k] * np.arange(grid.shape[k]) for k in range(3)]
+        idx = terms[0][:, None, None] + terms[1][None, :, None] + terms[2][None, None, :] + m[axis, 3]
+        inside &= (idx >= -0.5) & (idx <= n - 0.5)
+    return inside
+
+
 _depth_memo: dict[tuple[bytes, float], np.ndarray] = {}
 
 

@@ -1,11 +1,16 @@
 """Measure a defaced head against hand-placed landmarks, and make test variants of a head.
 
-The criteria (for every variant of a head):
+The criteria (for every variant of a head), checked by :func:`check_landmarks`:
 
 - every face-surface landmark in the field of view: at least 80% of the tissue
   voxels within 5 mm are changed;
 - every brain probe: no voxel within 6 mm changes;
 - every eyeball centre: at least 95% of the voxels within 4 mm are unchanged.
+
+On a head with a full label map (the synthetic heads of
+:mod:`deephealth_deid.data.synth_heads`), :func:`check_labels` checks the same
+three criteria on every voxel: each feature's removal target, the whole brain
+and the whole eyeballs.
 
 Landmarks are given in world millimetres (RAS), so a variant that moves the
 voxels (resampling, permuted axes, a rotated head) carries its landmarks along.
@@ -29,6 +34,8 @@ from ..io.volume import Volume
 __all__ = [
     "Landmark",
     "LandmarkReport",
+    "LabelReport",
+    "check_labels",
     "ball_voxels",
     "load_landmarks",
     "check_landmarks",
@@ -143,6 +150,58 @@ def check_landmarks(
             report.changed_near_brain[lm.name] = int(ch.sum())
         else:
             report.unchanged_near_eyeball[lm.name] = float(1.0 - ch.mean())
+    return report
+
+
+@dataclass
+class LabelReport:
+    """What a defacing changed of a labelled head: by feature, near the brain, in the eyeballs."""
+
+    changed_feature: dict[str, float] = field(default_factory=dict)
+    changed_near_brain: int = 0
+    unchanged_eyeballs: float | None = None
+
+    @property
+    def failures(self) -> list[str]:
+        out = [
+            f"{n}: {f:.0%} of its target changed (< 80%)" for n, f in self.changed_feature.items() if f < 0.8
+        ]
+        if self.changed_near_brain:
+            out.append(f"{self.changed_near_brain} voxels within 6 mm of the brain changed")
+        if self.unchanged_eyeballs is not None and self.unchanged_eyeballs < 0.95:
+            out.append(f"eyeballs: {self.unchanged_eyeballs:.0%} unchanged (< 95%)")
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def check_labels(before: Volume, after: Volume, labels: Volume, *, min_voxels: int = 10) -> LabelReport:
+    """The landmark criteria on every voxel of a labelled head (``labels`` on ``before``'s grid).
+
+    ``labels`` uses :data:`~deephealth_deid.data.phantom.LABELS`, the features
+    as their removal targets (:func:`~deephealth_deid.data.synth_heads.removal_targets`).
+    A feature counts when its target has at least ``min_voxels`` voxels.
+    """
+    from ..data.phantom import FEATURES, LABELS
+
+    lab = np.asarray(labels.array)
+    if lab.shape != before.shape or not np.allclose(labels.affine, before.affine, atol=1e-4):
+        raise ValueError("labels must lie on the image's grid (same shape and affine)")
+    changed = after.array != before.array
+    report = LabelReport()
+    for value, name in FEATURES.items():
+        target = lab == value
+        if np.count_nonzero(target) >= min_voxels:
+            report.changed_feature[name] = float(changed[target].mean())
+    brain = lab == LABELS["brain"]
+    if brain.any():
+        near = ndimage.distance_transform_edt(~brain, sampling=before.spacing) <= 6.0
+        report.changed_near_brain = int(np.count_nonzero(changed & near))
+    eyeball = lab == LABELS["eyeball"]
+    if eyeball.any():
+        report.unchanged_eyeballs = float(1.0 - changed[eyeball].mean())
     return report
 
 

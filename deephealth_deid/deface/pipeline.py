@@ -19,11 +19,21 @@ import numpy as np
 
 from ..io.volume import Volume
 from .apply import MODES, apply_mask, background_values
-from .conform import Grid, conform, grid_depth, head_threshold, map_back_labels, sample_on_native
+from .conform import (
+    Grid,
+    conform,
+    field_of_view,
+    grid_depth,
+    head_mask,
+    head_threshold,
+    map_back_labels,
+    sample_on_native,
+)
 from .postprocess import (
     FACE_LABELS,
     fill_face,
     grow_and_guard,
+    guard_depth,
     keep_plausible_components,
     mask_box,
     open_box,
@@ -167,7 +177,7 @@ def deface(
         sub = keep_plausible_components(native_labels[box], volume.spacing)
         # Depth under the skin, computed on the network grid (RAS, isotropic) and
         # sampled at the native voxels of the box.
-        depth_grid = grid_depth(image, grid.spacing)
+        depth_grid = guard_depth(head_mask(image), field_of_view(volume, grid), (grid.spacing,) * 3)
         # Half a grid voxel is added so that sampling error can only make the guard stricter.
         depth = sample_on_native(depth_grid, grid, volume, box) + grid.spacing / 2
         far = depth > max_depth_mm + BRAIN_MARGIN_MM

@@ -9,8 +9,14 @@ Four steps, each one a safeguard against a known way defacers fail:
    insurance for thin structures such as the pinnae and the lids);
 3. the guard: nothing deeper than ``max_depth_mm`` under the skin is ever
    masked. The brain lies at least ~13 mm under the skin (scalp, skull, CSF)
-   and the eyeball centres ~10 mm or more, so the brain and the globes stay
-   bit-identical whatever the network predicts;
+   and the eyeball centres ~10 mm or more, so they stay bit-identical
+   whatever the network predicts (the front of an eyeball, under the lid,
+   does not; nor does a brain under a child's thin temple). Depth is measured from air
+   that was imaged (a field of view's cut is not skin), and nothing more than
+   :data:`OUTLINE_DEPTH_MM` inside the head's outline is masked
+   (:func:`guard_depth`): air that reaches into the head (the nasal cavity
+   through the nostrils, a parted mouth, gaps in a faint skin) would
+   otherwise make the bone and the brain beside it look shallow;
 4. the face fill: the skin between the eyes, the nose and the mouth (the
    nasion, the bridge and the dorsum of the nose, where the network's labels
    are thinnest and where a cut field of view leaves only part of a nose) is
@@ -35,6 +41,7 @@ __all__ = [
     "fill_face",
     "open_box",
     "grow_and_guard",
+    "guard_depth",
     "holes",
     "keep_plausible_components",
     "mask_box",
@@ -112,6 +119,36 @@ def surface_depth(head: np.ndarray, spacing: tuple[float, float, float]) -> np.n
         return depth
     filled = _fill(head[box], spacing)
     depth[box] = ndimage.distance_transform_edt(filled, sampling=spacing)
+    return depth
+
+
+#: The head's outline: its mask closed by this radius, which seals the nostrils, a parted mouth
+#: and gaps in a faint skin, and bridges the face's hollows (eye sockets, the sides of the nose).
+OUTLINE_CLOSING_MM = 12.0
+#: Nothing deeper than this inside the outline is masked. Every removal target lies within
+#: 10 mm of the skin; a hollow the outline bridges adds a few mm more.
+OUTLINE_DEPTH_MM = 18.0
+#: The depth given to voxels out of the guard's reach.
+OUT_OF_REACH_MM = 1000.0
+
+
+def guard_depth(head: np.ndarray, seen: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Depth under the skin (mm) for the guard: :data:`OUT_OF_REACH_MM` where it cannot be trusted.
+
+    Like :func:`surface_depth`, but measured from imaged air only (voxels
+    outside ``seen``, the scan's field of view, count as inside: a cut is not
+    skin), and :data:`OUT_OF_REACH_MM` for every voxel more than
+    :data:`OUTLINE_DEPTH_MM` inside the head's outline (:data:`OUTLINE_CLOSING_MM`).
+    """
+    filled = _fill(head, spacing)
+    depth = ndimage.distance_transform_edt(filled | ~seen, sampling=spacing).astype(np.float32)
+    reach = np.ceil(OUTLINE_CLOSING_MM / np.asarray(spacing)).astype(int) + 1
+    padded = np.pad(filled, [(int(r), int(r)) for r in reach])
+    grown = ndimage.distance_transform_edt(~padded, sampling=spacing) <= OUTLINE_CLOSING_MM
+    outline = ndimage.distance_transform_edt(grown, sampling=spacing) > OUTLINE_CLOSING_MM
+    outline = outline[tuple(slice(int(r), -int(r)) for r in reach)] | filled
+    inner = ndimage.distance_transform_edt(outline | ~seen, sampling=spacing) > OUTLINE_DEPTH_MM
+    depth[inner] = OUT_OF_REACH_MM
     return depth
 
 

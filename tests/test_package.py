@@ -112,6 +112,8 @@ def test_demo_defaces_the_example_and_refuses_to_overwrite(tmp_path, capsys):
     assert (out / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((out / "qc.json").read_text())
     assert set(record["voxels"]) == {"eyes", "nose", "mouth", "ears"}
+    # The first case a user runs passes its QC: every feature found, nothing deep labelled.
+    assert record["ok"] and record["flags"] == [], record["flags"]
     before = (out / "head_defaced.nii.gz").read_bytes()
     assert deid(["demo", str(out), "-q"]) == 1
     assert "--force" in capsys.readouterr().err

@@ -180,7 +180,9 @@ def deface(
         depth_grid = guard_depth(head_mask(image), field_of_view(volume, grid), (grid.spacing,) * 3)
         # Half a grid voxel is added so that sampling error can only make the guard stricter.
         depth = sample_on_native(depth_grid, grid, volume, box) + grid.spacing / 2
-        far = depth > max_depth_mm + BRAIN_MARGIN_MM
+        # The QC counts by the depth itself: the half voxel that makes the guard strict would
+        # count labels just past the guard as deep.
+        far = depth - grid.spacing / 2 > max_depth_mm + BRAIN_MARGIN_MM
         deep = int(((sub > 0) & far).sum())
         deep_near_brain = int((np.isin(sub, NEAR_BRAIN) & far).sum())
         sub, clipped = grow_and_guard(

@@ -1,6 +1,6 @@
 """Fitting detected boxes to their ink: tighter blanking on plain backgrounds, never less coverage.
 
-What a user checks: on a plain background the blanked box hugs the glyphs (a thin margin), a
+What a user checks: on a plain background the blanked box hugs the glyphs (a one-pixel margin), a
 faint string beside a bright one is still covered, text on anatomy or noise keeps its full
 margin, and on held-out synthetic images every string the full margin covered whole is still
 covered whole, while less of what is not text is blanked.
@@ -16,7 +16,7 @@ from deephealth_deid.data.synth_text import SynthTextGenerator, ink_mask, to_ima
 from deephealth_deid.io import Image
 from deephealth_deid.text import Region
 from deephealth_deid.text.blank import blank_mask, padded_box
-from deephealth_deid.text.fit import fit_margin, fit_region, fit_regions
+from deephealth_deid.text.fit import FIT_MARGIN_PX, fit_region, fit_regions
 
 
 def covered(shape, regions, pad_px=None):
@@ -29,7 +29,7 @@ def test_plain_background_box_is_cut_to_the_ink_with_a_thin_margin():
     frame[24, 91] = 1  # an antialiased edge pixel, one level above black: ink too
     region = Region(0, 14, 16, 96, 36, line_px=10)
     fitted = fit_region(region, frame)
-    m = fit_margin(10)
+    m = FIT_MARGIN_PX
     assert fitted.fitted
     assert fitted.box == (20 - m, 20 - m, 92 + m, 30 + m)
     assert padded_box(fitted, *frame.shape) == fitted.box  # blanked as it is
@@ -155,7 +155,8 @@ def test_a_plate_smaller_than_the_margin_loses_the_image_around_it():
     fitted = fit_region(region, frame)
     assert fitted.fitted
     assert covered(frame.shape, [fitted])[22:38, 20:120].all()
-    assert fitted.box == (20 - fit_margin(16), 22 - fit_margin(16), 120 + fit_margin(16), 38 + fit_margin(16))
+    m = FIT_MARGIN_PX
+    assert fitted.box == (20 - m, 22 - m, 120 + m, 38 + m)
 
 
 def test_ink_reaching_from_the_edge_into_the_box_is_never_cut():

@@ -383,6 +383,53 @@ def test_training_on_a_users_dataset_and_its_checks(tmp_path: Path, labelled_dat
     assert "tissue or parcellation" in capsys.readouterr().err
 
 
+def test_dataset_images_are_read_once_and_kept_on_the_grid_within_the_cache_budget(
+    tmp_path: Path, labelled_dataset: Path, monkeypatch
+) -> None:
+    from deephealth_deid.train.samples import DefaceSamples
+
+    reads: list[Path] = []
+    load = DefaceSamples._load_pair
+
+    def counting(self, image_path, label_path):
+        reads.append(image_path)
+        return load(self, image_path, label_path)
+
+    monkeypatch.setattr(DefaceSamples, "_load_pair", counting)
+    kept = DefaceSamples(load_config(_from_dataset(tmp_path, labelled_dataset)))
+    n_pairs = len(kept._pairs)
+    draws = [kept.training(i) for i in range(12)]
+    assert n_pairs >= 2 and len(reads) <= n_pairs  # each image read once, however often drawn
+    assert kept._store.used <= 1024 * 2**20 and len(kept._store._items) == len(set(reads))
+    reads.clear()
+    uncached = DefaceSamples(load_config(_from_dataset(tmp_path, labelled_dataset, cache_mb=0)))
+    for i, (x, y) in enumerate(draws):  # the same samples as reading every time
+        x2, y2 = uncached.training(i)
+        assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    heads = len({i // uncached.config.data.patches_per_head for i in range(12)})
+    assert len(reads) == heads and heads > n_pairs and uncached._store.used == 0  # one read per head drawn
+    with pytest.raises(ConfigError, match="cache_mb"):
+        load_config(_from_dataset(tmp_path, labelled_dataset, cache_mb=-1))
+
+
+def test_the_store_keeps_the_most_recent_values_within_its_budget() -> None:
+    from deephealth_deid.train.samples import _Store
+
+    made: list[int] = []
+
+    def make(k: int):
+        made.append(k)
+        return (np.zeros(100, np.uint8), np.zeros(50, np.uint8))  # 150 bytes
+
+    store = _Store(400)  # room for two
+    for k in (0, 1, 0, 2, 0, 1):
+        store.get(k, lambda k=k: make(k))
+    assert made == [0, 1, 2, 1]  # 1 went first when 2 came (0 had been drawn since)
+    assert store.used == 300 and list(store._items) == [0, 1]
+    big = _Store(100)  # a value larger than the budget is returned, not kept
+    assert big.get(5, lambda: make(5))[0].size == 100 and big.used == 0
+
+
 def test_label_maps_that_do_not_lie_on_their_images_are_refused(labelled_dataset: Path) -> None:
     from dataclasses import replace
 

@@ -95,6 +95,13 @@ class DataConfig:
             thread of the training process, which suits a CPU (the network
             needs its cores). On a GPU, where one thread cannot keep up, use
             about one per CPU core left over. The batches are the same either way.
+        cache_mb: Memory (MiB, per process drawing samples) for the datasets'
+            images kept between draws: on the grid, ready for the network (about
+            6 MiB each on the 3 mm grid), or as read when ECVL augments them
+            (each draw then augments anew). Reading and conforming a 1 mm head
+            costs about a second of a core, as much as the network takes for
+            several patches on a GPU. The least recently drawn image goes first
+            when full; 0 reads every draw.
     """
 
     synthetic: bool = True
@@ -110,6 +117,7 @@ class DataConfig:
     reader: str = "builtin"
     ecvl_augmentations: str | None = None
     workers: int = 0
+    cache_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -268,6 +276,8 @@ def _validate(cfg: TrainConfig, source: str, given: dict[str, Any] | None = None
         raise bad("data.feature_patch_fraction", "between 0 and 1")
     if not isinstance(cfg.data.workers, int) or cfg.data.workers < 0:
         raise bad("data.workers", "0 (a background thread) or a number of worker processes")
+    if isinstance(cfg.data.cache_mb, bool) or not isinstance(cfg.data.cache_mb, int) or cfg.data.cache_mb < 0:
+        raise bad("data.cache_mb", "0 (read every draw) or the MiB of dataset images kept per process")
     if not isinstance(cfg.deterministic, bool):
         raise bad("deterministic", "true or false")
     if cfg.deterministic and cfg.engine not in ("torch", "auto"):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,6 +128,7 @@ class DefaceSamples:
             from .ecvl_augment import check_augmentations
 
             check_augmentations(config.data.ecvl_augmentations)
+        self._store = _Store(config.data.cache_mb * 2**20)
         self._pairs: list[tuple[Path, Path]] = []
         self._val_pairs: list[tuple[Path, Path]] = []
         for path in config.data.datasets:
@@ -157,21 +160,22 @@ class DefaceSamples:
         y = _sample(features_only(labels.array), labels.affine, grid, order=0, cval=0)
         return network_input(x, self.spacing, self.config.input_channels), y
 
-    def _draw(self, index: int, rng: np.random.Generator) -> tuple[Volume, Volume]:
+    def _draw(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Head ``index`` on the grid: a synthetic head, or a dataset's image (kept in the store)."""
         use_synth = self._generator is not None and (
             not self._pairs or rng.random() < self.config.data.synthetic_fraction
         )
         if use_synth:
-            return self._generator.sample(index)  # type: ignore[union-attr]
+            return self.on_grid(*self._generator.sample(index))  # type: ignore[union-attr]
 
-        image, labels = self._load_pair(*self._pairs[int(rng.integers(len(self._pairs)))])
-        if self.config.data.ecvl_augmentations:
-            from .ecvl_augment import augment_pair
+        k = int(rng.integers(len(self._pairs)))
+        augmentations = self.config.data.ecvl_augmentations
+        if not augmentations:
+            return self._store.get(k, lambda: self.on_grid(*self._load_pair(*self._pairs[k])))
+        from .ecvl_augment import augment_pair
 
-            image, labels = augment_pair(
-                image, labels, self.config.data.ecvl_augmentations, seed=int(rng.integers(2**31))
-            )
-        return image, labels
+        image, labels = self._store.get(k, lambda: self._load_pair(*self._pairs[k]))
+        return self.on_grid(*augment_pair(image, labels, augmentations, seed=int(rng.integers(2**31))))
 
     def _load_pair(self, image_path: Path, label_path: Path) -> tuple[Volume, Volume]:
         """A dataset's image and label map, checked (feature values, one grid)."""
@@ -195,7 +199,7 @@ class DefaceSamples:
         head = index // per_head
         if self._cached is None or self._cached[0] != head:
             rng = np.random.default_rng([self.config.seed, head])
-            self._cached = (head, *self.on_grid(*self._draw(head, rng)))
+            self._cached = (head, *self._draw(head, rng))
         _, x, y = self._cached
         if patch is not None:
             rng = np.random.default_rng([self.config.seed, head, index])
@@ -227,6 +231,33 @@ class DefaceSamples:
     def _pair_on_grid(self, image: Volume, labels: Volume) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.on_grid(image, labels)
         return x.astype(np.float32), y.astype(np.int64)
+
+
+class _Store:
+    """Values kept by key up to a budget of bytes, the least recently used going first."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self._items: OrderedDict[int, tuple[Any, int]] = OrderedDict()
+
+    def get(self, key: int, make: Any) -> Any:
+        """The value kept for ``key``, or ``make()``, kept when it fits in the budget."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key][0]
+        value = make()
+        size = sum(_nbytes(v) for v in value)
+        if size <= self.budget:
+            while self.used + size > self.budget:
+                self.used -= self._items.popitem(last=False)[1][1]
+            self._items[key] = (value, size)
+            self.used += size
+        return value
+
+
+def _nbytes(value: Any) -> int:
+    return int(value.array.nbytes if isinstance(value, Volume) else np.asarray(value).nbytes)
 
 
 def _crop(

@@ -576,6 +576,36 @@ def test_the_guard_measures_depth_from_the_skin_not_from_air_reaching_into_the_h
     assert depth[inner].min() >= 18.0  # measured from the imaged air around, not from the cut
 
 
+def test_the_nose_and_mouth_below_the_eyes_go_deeper_than_the_guard_and_nothing_else_does():
+    from deephealth_deid.deface.postprocess import (
+        BELOW_EYES_MM,
+        LOWER_FACE_EXTRA_MM,
+        grow_and_guard,
+        lower_face,
+    )
+
+    shape, spacing = (20, 20, 40), (1.0, 1.0, 1.0)
+    affine = np.diag([1.0, 1.0, -1.0, 1.0])  # the third axis runs downwards (voxel k at height -k)
+    affine[2, 3] = 10.0
+    labels = np.zeros(shape, np.uint8)
+    labels[2:4, :, 10] = 1  # eyes at height 0
+    low = lower_face(labels, affine)
+    height = 10.0 - np.arange(40)
+    assert (low[0, 0] == (height < -BELOW_EYES_MM)).all()
+    assert not lower_face(np.where(labels == 1, 2, labels), affine).any()  # no eyes: nowhere
+    # A column of one label from the skin down, with the depth growing 1 mm per voxel along axis 0.
+    depth = np.broadcast_to(np.arange(20, dtype=np.float32)[:, None, None] + 1, shape).copy()
+    for value, k in ((2, 30), (3, 35), (2, 12), (1, 30), (4, 30)):
+        column = np.zeros(shape, np.uint8)
+        column[:, 5, k] = value
+        kept, _ = grow_and_guard(column, depth, spacing, margin_mm=0, max_depth_mm=10.0, lower=low)
+        deepest = depth[kept > 0].max()
+        below = height[k] < -BELOW_EYES_MM
+        assert deepest == (10.0 + LOWER_FACE_EXTRA_MM if below and value in (2, 3) else 10.0), (value, k)
+        plain, _ = grow_and_guard(column, depth, spacing, margin_mm=0, max_depth_mm=10.0)
+        assert depth[plain > 0].max() == 10.0
+
+
 def test_check_labels_counts_what_changed_of_each_target_near_the_brain_and_in_the_eyeballs():
     from deephealth_deid.deface.evaluate import check_labels
 

@@ -31,10 +31,13 @@ from .conform import (
 )
 from .postprocess import (
     FACE_LABELS,
+    LOWER_FACE_EXTRA_MM,
+    depth_limit,
     fill_face,
     grow_and_guard,
     guard_depth,
     keep_plausible_components,
+    lower_face,
     mask_box,
     open_box,
     to_ras,
@@ -125,13 +128,16 @@ def deface(
         mode: ``'zero'``, ``'noise'`` or ``'blur'`` (see :func:`~.apply.apply_mask`).
         margin_mm: The mask grows by this much over the head's surface layer.
         max_depth_mm: Nothing deeper under the skin is ever changed; keeps the
-            brain and the eyeballs bit-identical.
+            brain and the eyeball centres bit-identical. The nose and the mouth
+            below the eyes may go :data:`~.postprocess.LOWER_FACE_EXTRA_MM`
+            deeper (:func:`~.postprocess.lower_face`).
         face_depth_mm: The skin between the eyes, nose and mouth, and around
             each ear, is removed to this depth too
             (:func:`~.postprocess.fill_face`), so the nasion, the bridge of the
             nose and whole pinnae go even where the network's labels are
             patchy; 0 removes the labelled features only. At most
-            ``max_depth_mm``.
+            ``max_depth_mm``; the nose and mouth below the eyes go as deep as
+            they may.
         seed: Seed of the noise modes.
         predictor: Use this instead of a model (tests, custom networks).
 
@@ -185,11 +191,13 @@ def deface(
         far = depth - grid.spacing / 2 > max_depth_mm + BRAIN_MARGIN_MM
         deep = int(((sub > 0) & far).sum())
         deep_near_brain = int((np.isin(sub, NEAR_BRAIN) & far).sum())
-        sub, clipped = grow_and_guard(
-            sub, depth, volume.spacing, margin_mm=margin_mm, max_depth_mm=max_depth_mm
-        )
         corner = np.eye(4)
         corner[:3, 3] = [sl.start for sl in box]
+        lower = lower_face(sub, volume.affine @ corner)
+        sub, clipped = grow_and_guard(
+            sub, depth, volume.spacing, margin_mm=margin_mm, max_depth_mm=max_depth_mm, lower=lower
+        )
+        grown = sub
         # Tissue: brighter than the head/air threshold. Air inside the head (the nasal cavity,
         # the mouth) is internal anatomy and never changes, whatever the network labelled there;
         # the face is its tissue.
@@ -199,9 +207,11 @@ def deface(
             depth,
             tissue,
             volume.affine @ corner,
-            face_depth_mm=face_depth_mm,
+            face_depth_mm=face_depth_mm + LOWER_FACE_EXTRA_MM if fill else 0.0,
             margin_mm=FACE_MARGIN_MM,
         )
+        # The fill went as deep as the lower face may; every other voxel it added, to its own depth.
+        sub[(grown == 0) & (depth > depth_limit(sub, lower, face_depth_mm))] = 0
         sub[~tissue & (depth > 0)] = 0
         labels[box] = sub
     air = background_values(volume.array, _air_threshold(volume.array))

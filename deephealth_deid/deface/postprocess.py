@@ -180,6 +180,38 @@ def _fill(head: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
     return filled | holes(filled, (0, 1, 2))
 
 
+#: The nose and the mouth below the eyes may go this much deeper than the guard: behind them lie
+#: the nasal cavity, the maxilla and the teeth, not the brain or the eyeballs.
+LOWER_FACE_EXTRA_MM = 3.0
+#: Below the eyes: more than this far below the mean height of the eye voxels.
+BELOW_EYES_MM = 10.0
+
+
+def lower_face(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Voxels more than :data:`BELOW_EYES_MM` below the eyes' mean height (RAS superior axis).
+
+    All False where no eye is labelled: without the eyes, nothing is known to
+    be below them.
+    """
+    eyes = np.argwhere(labels == 1)
+    if not len(eyes):
+        return np.zeros(labels.shape, bool)
+    level = to_ras(eyes, affine)[:, 2].mean() - BELOW_EYES_MM
+    height = affine[2, 3] + sum(
+        affine[2, k] * np.arange(n, dtype=np.float64).reshape([-1 if j == k else 1 for j in range(3)])
+        for k, n in enumerate(labels.shape)
+    )
+    return np.broadcast_to(height < level, labels.shape)
+
+
+def depth_limit(labels: np.ndarray, lower: np.ndarray | None, depth_mm: float) -> np.ndarray | float:
+    """The deepest each labelled voxel may lie: ``depth_mm``, and :data:`LOWER_FACE_EXTRA_MM`
+    more for the nose and mouth in the ``lower`` face (:func:`lower_face`; None: nowhere)."""
+    if lower is None:
+        return depth_mm
+    return np.where(lower & np.isin(labels, (2, 3)), depth_mm + LOWER_FACE_EXTRA_MM, depth_mm)
+
+
 def grow_and_guard(
     labels: np.ndarray,
     depth: np.ndarray,
@@ -187,8 +219,10 @@ def grow_and_guard(
     *,
     margin_mm: float,
     max_depth_mm: float,
+    lower: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Grow each feature by ``margin_mm`` and drop everything deeper than ``max_depth_mm``.
+    """Grow each feature by ``margin_mm`` and drop everything deeper than ``max_depth_mm``
+    (the nose and mouth in the ``lower`` face: :func:`depth_limit`).
 
     Returns:
         ``(labels, clipped)``: the final labels and how many voxels the guard
@@ -199,7 +233,7 @@ def grow_and_guard(
     grown = labels.copy()
     if margin_mm > 0 and fg.any():
         _grow(grown, labels, spacing, margin_mm)
-    deep = depth > max_depth_mm
+    deep = depth > depth_limit(grown, lower, max_depth_mm)
     clipped = int((fg & deep).sum())
     grown[deep] = 0
     return grown, clipped

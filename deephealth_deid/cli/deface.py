@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         "deface",
         "Remove the identifying facial features (eye lids, nose, lips, ears) from a head MRI. IN is a NIfTI "
         "file, a DICOM series folder (or one of its files) or an Enhanced DICOM file; OUT is written in the "
-        "same format (a folder for a DICOM series) with its header kept. The brain, eyeballs, nasal cavity "
-        "and skull are never changed. Inputs are never modified.",
+        "same format (a folder for a DICOM series) with its header kept. Nothing deeper than 10 mm under the "
+        "skin (13 mm for the nose and mouth below the eyes) is changed, which keeps the brain and the "
+        "eyeball centres; air inside the head is never changed. Inputs are never modified.",
     )
     parser.add_argument("input", type=Path, help="head MRI: NIfTI file, DICOM series folder or file")
     parser.add_argument("output", type=Path, help="output file (.nii/.nii.gz) or folder (DICOM series)")

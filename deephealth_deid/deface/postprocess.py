@@ -11,7 +11,9 @@ Four steps, each one a safeguard against a known way defacers fail:
    masked. The brain lies at least ~13 mm under the skin (scalp, skull, CSF)
    and the eyeball centres ~10 mm or more, so they stay bit-identical
    whatever the network predicts (the front of an eyeball, under the lid,
-   does not; nor does a brain under a child's thin temple). Depth is measured from air
+   does not; nor does a brain under a child's thin temple, nor bone under
+   thin skin). The nose and the mouth below the eyes may go
+   :data:`LOWER_FACE_EXTRA_MM` deeper (:func:`lower_face`). Depth is measured from air
    that was imaged (a field of view's cut is not skin), and nothing more than
    :data:`OUTLINE_DEPTH_MM` inside the head's outline is masked
    (:func:`guard_depth`): air that reaches into the head (the nasal cavity

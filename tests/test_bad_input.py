@@ -198,6 +198,15 @@ def test_same_output_and_mask_path_is_a_one_line_error(tmp_path, capsys, chris_t
     assert "must differ" in err and "Traceback" not in err and not out.exists()
 
 
+def test_a_brain_mask_given_as_the_output_is_refused_and_left_as_it_was(tmp_path, capsys, chris_t1):
+    mask = tmp_path / "brain.nii.gz"
+    dd.save_volume(dd.Volume(np.ones((4, 4, 4), np.uint8), np.eye(4)), mask)
+    before = mask.read_bytes()
+    assert deid(["deface", str(chris_t1), str(mask), "--brain-mask", str(mask), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "input" in err and "Traceback" not in err and mask.read_bytes() == before
+
+
 def test_an_os_error_while_writing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     import os
 

@@ -83,6 +83,45 @@ def test_guard_keeps_the_brain_even_when_the_network_marks_it(phantom, as_label)
     assert any("where the brain can begin" in f for f in out.qc.flags)
 
 
+@pytest.mark.parametrize("grid", ["same", "reoriented", "coarser"])
+def test_a_brain_mask_keeps_everything_within_6_mm_of_the_brain_even_past_the_guard(phantom, grid):
+    image, labels = phantom
+    brain = labels.array == LABELS["brain"]
+    # The network marks the brain as nose, and the guard is opened to 40 mm: only the mask keeps it.
+    predictor = oracle_for(labels, extra=brain, extra_label=2)
+    near = ndimage.distance_transform_edt(~brain, sampling=image.spacing) <= 6.0
+    opened = deface(image, predictor=predictor, max_depth_mm=40.0, face_depth_mm=0.0)
+    assert (opened.volume.array != image.array)[near].any()  # without a mask the brain goes
+    mask = Volume(brain.astype(np.uint8), image.affine)
+    if grid == "reoriented":
+        mask = reorient(mask, (2, 0, 1), (True, False, True))
+    elif grid == "coarser":  # a 4 mm mask of the same brain, placed by its affine
+        aff = image.affine.copy()
+        aff[:3, :3] *= 2
+        shape = tuple(n // 2 for n in image.shape)
+        mask = Volume(_sample(brain.astype(np.uint8), image.affine, Grid(shape, aff), order=0, cval=0), aff)
+    out = deface(image, predictor=predictor, max_depth_mm=40.0, face_depth_mm=0.0, brain_mask=mask)
+    changed = out.volume.array != image.array
+    kept = near if grid != "coarser" else ndimage.binary_erosion(near, iterations=2)  # 4 mm voxels' edges
+    assert not changed[kept].any()
+    assert out.qc.brain_kept > 0 and changed.any()  # the features still go
+    assert (out.mask.array[changed] > 0).all()
+
+
+def test_a_brain_mask_that_cannot_keep_this_brain_is_refused(phantom):
+    image, labels = phantom
+    brain = (labels.array == LABELS["brain"]).astype(np.uint8)
+    predictor = oracle_for(labels)
+    with pytest.raises(ValueError, match="no voxel"):
+        deface(image, predictor=predictor, brain_mask=Volume(np.zeros_like(brain), image.affine))
+    away = image.affine.copy()
+    away[:3, 3] += 1000.0  # another image's mask, or a header that does not place it here
+    with pytest.raises(ValueError, match="outside the head's field of view"):
+        deface(image, predictor=predictor, brain_mask=Volume(brain, away))
+    with pytest.raises(TypeError, match="Volume"):
+        deface(image, predictor=predictor, brain_mask=brain)
+
+
 def test_missing_feature_is_flagged(phantom):
     image, labels = phantom
     no_nose = Volume(np.where(labels.array == 2, 0, labels.array), labels.affine)

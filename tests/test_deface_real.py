@@ -217,3 +217,30 @@ def test_the_network_on_the_heads_box_removes_what_it_removes_on_the_whole_grid(
     whole = dd.deface(vol).mask.array > 0
     dice = 2 * (boxed & whole).sum() / (boxed.sum() + whole.sum())
     assert dice > 0.97, dice
+
+
+def test_deid_deface_with_a_brain_mask_changes_nothing_near_it(tmp_path, chris_t1, capsys):
+    """A user's brain mask (here a ball round the brain probes, on a coarser grid) is kept clear by 6 mm."""
+    import json
+
+    from deephealth_deid.cli import main
+
+    head = dd.load_volume(chris_t1)
+    marks, _ = load_landmarks(chris_t1.parent / "chris_t1_landmarks.json")
+    centre = np.mean([m.xyz for m in marks if m.category == "brain_probe"], axis=0)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = centre - 60.0
+    idx = np.stack(np.meshgrid(*[np.arange(61)] * 3, indexing="ij"), -1)
+    ball = np.linalg.norm(idx * 2.0 - 60.0, axis=-1) <= 55.0
+    dd.save_volume(dd.Volume(ball.astype(np.uint8), affine), tmp_path / "brain.nii.gz")
+    out = tmp_path / "out.nii.gz"
+    code = main(["deface", str(chris_t1), str(out), "--brain-mask", str(tmp_path / "brain.nii.gz"), "--json"])
+    assert code in (0, 3)
+    record = json.loads(capsys.readouterr().out)
+    changed = dd.load_volume(out).array != head.array
+    world = (
+        np.stack(np.meshgrid(*[np.arange(n) for n in head.shape], indexing="ij"), -1) @ head.affine[:3, :3].T
+    )
+    distance = np.linalg.norm(world + head.affine[:3, 3] - centre, axis=-1)
+    assert not changed[distance <= 55.0 + 6.0 - 2.0].any()  # within 6 mm of the mask (less its 2 mm voxels)
+    assert record["brain_kept"] >= 0 and record["voxels"]["eyes"] > 0 and changed.any()

@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="QC.png",
         help="also write a QC picture (PNG; it shows the face: do not share it)",
     )
+    parser.add_argument(
+        "--brain-mask",
+        type=Path,
+        metavar="MASK",
+        help="a brain mask of this head (NIfTI or DICOM, any voxel above 0 is brain, placed by its header): "
+        "nothing within 6 mm of it is changed",
+    )
     add_deface_options(parser)
     add_read_options(parser)
     parser.add_argument("--json", action="store_true", help="print the QC record as JSON")
@@ -90,11 +97,15 @@ def _deface(args: argparse.Namespace) -> int:
         index=args.volume,
         series_uid=args.series,
         allow_uneven=args.allow_uneven,
+        brain_mask=args.brain_mask,
         **deface_options(args),
     )
     qc = result.qc
     if args.json:
-        print(json.dumps({"voxels": qc.voxels, "expected": qc.expected, "flags": qc.flags, "ok": qc.ok}))
+        record = {"voxels": qc.voxels, "expected": qc.expected, "flags": qc.flags, "ok": qc.ok}
+        if args.brain_mask is not None:
+            record["brain_kept"] = qc.brain_kept
+        print(json.dumps(record))
     else:
         log.info("wrote %s (removed voxels: %s)", args.output, qc.voxels)
     return 0 if qc.ok else 3

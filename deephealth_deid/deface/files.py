@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import OutputError
 from ..io import load_volume, save_volume
 from ..io._files import atomic_file, check_output
+from ..io.volume import Volume
 from .pipeline import DefaceResult, deface
 
 __all__ = ["check_outputs", "deface_file", "write_outputs", "write_qc_png"]
@@ -41,6 +42,7 @@ def deface_file(
     index: int | None = None,
     series_uid: str | None = None,
     allow_uneven: bool = False,
+    brain_mask: PathLike | Volume | None = None,
     **options: Any,
 ) -> DefaceResult:
     """Deface ``src`` (NIfTI file, DICOM series folder or file) into ``dst``, in the same format.
@@ -57,15 +59,20 @@ def deface_file(
         series_uid: Series to read from a folder holding several.
         allow_uneven: Accept a DICOM series whose slice spacing varies (the
             mean step is used, with a warning).
+        brain_mask: A brain mask of the head (a file any reader here reads,
+            or a Volume): nothing near it changes (see :mod:`.brain`).
         **options: Passed to :func:`~.pipeline.deface` (``mode``, ``engine``,
             ``device``, ``model``, ``margin_mm``, ...).
 
     Returns:
         The :class:`~.pipeline.DefaceResult`.
     """
-    check_outputs(src, dst, save_mask=save_mask, qc=qc, overwrite=overwrite)
+    given = () if brain_mask is None or isinstance(brain_mask, Volume) else (brain_mask,)
+    check_outputs(src, dst, save_mask=save_mask, qc=qc, overwrite=overwrite, inputs=given)
     volume = load_volume(src, index=index, series_uid=series_uid, allow_uneven=allow_uneven)
-    result = deface(volume, **options)
+    if given:
+        brain_mask = load_volume(given[0])
+    result = deface(volume, brain_mask=brain_mask, **options)
     write_outputs(result, volume, dst, save_mask=save_mask, qc=qc, overwrite=overwrite)
     log.info("%s: removed %s", Path(src).name, result.qc.voxels)
     return result
@@ -78,8 +85,10 @@ def check_outputs(
     save_mask: PathLike | None = None,
     qc: PathLike | None = None,
     overwrite: bool = False,
+    inputs: tuple[PathLike, ...] = (),
 ) -> None:
-    """Check, before any work, that the outputs of :func:`deface_file` may be written.
+    """Check, before any work, that the outputs of :func:`deface_file` may be written
+    (``inputs``: other files it reads besides ``src``).
 
     Raises:
         OutputError: Two outputs share a path; an output is an input, lies inside it, or has no folder; the
@@ -90,7 +99,7 @@ def check_outputs(
     if len({o.resolve() for o in outputs}) != len(outputs):
         raise OutputError("the output, mask and QC paths must differ")
     for out in outputs:
-        check_output(out, overwrite=overwrite, inputs=(src,))
+        check_output(out, overwrite=overwrite, inputs=(src, *inputs))
     if save_mask is not None and not str(save_mask).lower().endswith((".nii", ".nii.gz")):
         raise OutputError(f"{save_mask}: the mask is written as NIfTI; give a path ending in .nii or .nii.gz")
 

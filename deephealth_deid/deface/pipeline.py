@@ -19,6 +19,7 @@ import numpy as np
 
 from ..io.volume import Volume
 from .apply import MODES, apply_mask, background_values
+from .brain import check_brain_mask, near_brain
 from .conform import (
     Grid,
     conform,
@@ -82,6 +83,8 @@ class DefaceQC:
             nasal or oral cavity, not the brain; a large volume means the
             network did not understand the image).
         flags: Reasons to review the case (empty when all is well).
+        brain_kept: Voxels of the mask left out because they lay within
+            :data:`~.brain.BRAIN_KEEP_MM` of the brain mask given (0 without one).
     """
 
     voxels: dict[str, int]
@@ -90,6 +93,7 @@ class DefaceQC:
     guard_clipped: int
     deep_predicted: int = 0
     flags: list[str] = field(default_factory=list)
+    brain_kept: int = 0
 
     @property
     def ok(self) -> bool:
@@ -117,6 +121,7 @@ def deface(
     face_depth_mm: float = 10.0,
     seed: int = 0,
     predictor: Predictor | None = None,
+    brain_mask: Volume | None = None,
 ) -> DefaceResult:
     """Remove the eyes (lids), nose, mouth (lips) and ears (pinnae) from a head volume.
 
@@ -140,6 +145,9 @@ def deface(
             they may.
         seed: Seed of the noise modes.
         predictor: Use this instead of a model (tests, custom networks).
+        brain_mask: A brain mask of this head (any voxel above 0 is brain; on
+            any grid, placed by its affine): no voxel within
+            :data:`~.brain.BRAIN_KEEP_MM` of it changes (:mod:`.brain`).
 
     Returns:
         :class:`DefaceResult`; ``result.volume`` keeps the input's source, so
@@ -160,6 +168,8 @@ def deface(
         raise ValueError(
             f"face_depth_mm must be from 0 to max_depth_mm ({max_depth_mm}), got {face_depth_mm}"
         )
+    if brain_mask is not None:
+        check_brain_mask(brain_mask, volume)
     if predictor is None:
         from .model import load_predictor
 
@@ -178,7 +188,7 @@ def deface(
         box = _union(box, _fill_box(native_labels, volume, box))
     predicted = _counts(native_labels[box] if box is not None else native_labels[:0])
     labels = np.zeros_like(native_labels)
-    clipped = deep = deep_near_brain = 0
+    clipped = deep = deep_near_brain = brain_kept = 0
     if box is not None:
         sub = keep_plausible_components(native_labels[box], volume.spacing)
         # Depth under the skin, computed on the network grid (RAS, isotropic) and
@@ -213,6 +223,10 @@ def deface(
         # The fill went as deep as the lower face may; every other voxel it added, to its own depth.
         sub[(grown == 0) & (depth > depth_limit(sub, lower, face_depth_mm))] = 0
         sub[~tissue & (depth > 0)] = 0
+        if brain_mask is not None:
+            near = near_brain(brain_mask, volume, box)
+            brain_kept = int(np.count_nonzero((sub > 0) & near))
+            sub[near] = 0
         labels[box] = sub
     air = background_values(volume.array, _air_threshold(volume.array))
     new = apply_mask(volume.array, labels > 0, mode=mode, air=air, spacing=volume.spacing, seed=seed)
@@ -226,6 +240,7 @@ def deface(
         (deep, deep_near_brain),
         voxel_mm3=float(np.prod(volume.spacing)),
         notes=mirrored,
+        brain_kept=brain_kept,
     )
     for flag in qc.flags:
         log.warning("%s: %s", volume.path.name if volume.path else "volume", flag)
@@ -291,6 +306,7 @@ def _qc(
     *,
     voxel_mm3: float,
     notes: list[str],
+    brain_kept: int = 0,
 ) -> DefaceQC:
     voxels = _counts(labels)
     expected = _expected_features(probs, image, grid)
@@ -316,6 +332,7 @@ def _qc(
         guard_clipped=clipped,
         deep_predicted=deep_all,
         flags=flags,
+        brain_kept=brain_kept,
     )
 
 

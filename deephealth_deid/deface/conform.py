@@ -26,6 +26,7 @@ __all__ = [
     "conform",
     "network_input",
     "grid_depth",
+    "grid_head",
     "DEPTH_SCALE_MM",
     "map_back_labels",
     "sample_on_native",
@@ -212,7 +213,7 @@ def field_of_view(volume: Volume, grid: Grid) -> np.ndarray:
     return inside
 
 
-_depth_memo: dict[tuple[bytes, float], np.ndarray] = {}
+_depth_memo: dict[tuple[bytes, float], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def grid_depth(image: np.ndarray, spacing: float) -> np.ndarray:
@@ -222,6 +223,15 @@ def grid_depth(image: np.ndarray, spacing: float) -> np.ndarray:
     image: the last result is kept (keyed by a digest of the image), so it is
     computed once per case.
     """
+    return _grid_head_and_depth(image, spacing)[1]
+
+
+def grid_head(image: np.ndarray, spacing: float) -> np.ndarray:
+    """:func:`head_mask` of a conformed image, kept with :func:`grid_depth`'s result."""
+    return _grid_head_and_depth(image, spacing)[0]
+
+
+def _grid_head_and_depth(image: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
     import hashlib
 
     from .postprocess import surface_depth
@@ -231,7 +241,8 @@ def grid_depth(image: np.ndarray, spacing: float) -> np.ndarray:
     key = (digest + repr(image.shape).encode(), spacing)
     if key not in _depth_memo:
         _depth_memo.clear()
-        _depth_memo[key] = surface_depth(head_mask(image), (spacing,) * 3)
+        head = head_mask(image)
+        _depth_memo[key] = (head, surface_depth(head, (spacing,) * 3))
     return _depth_memo[key]
 
 

@@ -25,7 +25,7 @@ from .conform import (
     conform,
     field_of_view,
     grid_depth,
-    head_mask,
+    grid_head,
     head_threshold,
     map_back_labels,
     sample_on_native,
@@ -193,7 +193,9 @@ def deface(
         sub = keep_plausible_components(native_labels[box], volume.spacing)
         # Depth under the skin, computed on the network grid (RAS, isotropic) and
         # sampled at the native voxels of the box.
-        depth_grid = guard_depth(head_mask(image), field_of_view(volume, grid), (grid.spacing,) * 3)
+        depth_grid = guard_depth(
+            grid_head(image, grid.spacing), field_of_view(volume, grid), (grid.spacing,) * 3
+        )
         # Half a grid voxel is added so that sampling error can only make the guard stricter.
         depth = sample_on_native(depth_grid, grid, volume, box) + grid.spacing / 2
         # The QC counts by the depth itself: the half voxel that makes the guard strict would

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
@@ -116,11 +117,10 @@ def surface_depth(head: np.ndarray, spacing: tuple[float, float, float]) -> np.n
     # Worked out in the head's box grown by the closing's reach and one voxel of air: the same
     # values as on the whole array (every voxel beyond is air, farther than the box's own), in
     # a third of the time on a conformed head.
-    box = mask_box(head, _closing_radius(spacing) + 1)
+    box = _head_box(head, spacing)
     if box is None:
         return depth
-    filled = _fill(head[box], spacing)
-    depth[box] = ndimage.distance_transform_edt(filled, sampling=spacing)
+    depth[box] = ndimage.distance_transform_edt(_fill(head[box], spacing), sampling=spacing)
     return depth
 
 
@@ -142,16 +142,52 @@ def guard_depth(head: np.ndarray, seen: np.ndarray, spacing: tuple[float, float,
     skin), and :data:`OUT_OF_REACH_MM` for every voxel more than
     :data:`OUTLINE_DEPTH_MM` inside the head's outline (:data:`OUTLINE_CLOSING_MM`).
     """
-    filled = _fill(head, spacing)
-    depth = ndimage.distance_transform_edt(filled | ~seen, sampling=spacing).astype(np.float32)
-    reach = np.ceil(OUTLINE_CLOSING_MM / np.asarray(spacing)).astype(int) + 1
-    padded = np.pad(filled, [(int(r), int(r)) for r in reach])
-    grown = ndimage.distance_transform_edt(~padded, sampling=spacing) <= OUTLINE_CLOSING_MM
-    outline = ndimage.distance_transform_edt(grown, sampling=spacing) > OUTLINE_CLOSING_MM
-    outline = outline[tuple(slice(int(r), -int(r)) for r in reach)] | filled
-    inner = ndimage.distance_transform_edt(outline | ~seen, sampling=spacing) > OUTLINE_DEPTH_MM
+    filled = np.zeros(head.shape, bool)
+    box = _head_box(head, spacing)
+    if box is not None:
+        filled[box] = _fill(head[box], spacing)
+    # The depth and what lies out of reach are independent: two threads (the distance transforms
+    # let go of the GIL), unless a batch job was given one core.
+    if _workers() == 1:
+        depth, inner = _depth_from(filled, seen, spacing), _out_of_reach(filled, seen, spacing)
+    else:
+        with ThreadPoolExecutor(2) as pool:
+            job = pool.submit(_depth_from, filled, seen, spacing)
+            inner = _out_of_reach(filled, seen, spacing)
+            depth = job.result()
     depth[inner] = OUT_OF_REACH_MM
     return depth
+
+
+def _depth_from(filled: np.ndarray, seen: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    return ndimage.distance_transform_edt(filled | ~seen, sampling=spacing).astype(np.float32)
+
+
+def _out_of_reach(filled: np.ndarray, seen: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Voxels more than :data:`OUTLINE_DEPTH_MM` inside the outline, or inside what was not imaged."""
+    outline = _outline(filled, spacing)
+    return ndimage.distance_transform_edt(outline | ~seen, sampling=spacing) > OUTLINE_DEPTH_MM
+
+
+def _outline(filled: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """``filled`` closed by :data:`OUTLINE_CLOSING_MM`, the world beyond the array being air.
+
+    Worked out in the mask's box grown by the closing's reach (the closing
+    never leaves it), zeros standing in for what lies beyond the array.
+    """
+    reach = np.ceil(OUTLINE_CLOSING_MM / np.asarray(spacing)).astype(int) + 1
+    found = ndimage.find_objects(filled.astype(np.uint8))
+    if not found:
+        return filled.copy()
+    padded = np.pad(filled, [(int(r), int(r)) for r in reach])
+    # The box in the padded array: the mask's box grown by the reach on every side.
+    box = tuple(slice(b.start, b.stop + 2 * int(r)) for b, r in zip(found[0], reach, strict=True))
+    part = padded[box]
+    grown = ndimage.distance_transform_edt(~part, sampling=spacing) <= OUTLINE_CLOSING_MM
+    closed = ndimage.distance_transform_edt(grown, sampling=spacing) > OUTLINE_CLOSING_MM
+    out = np.zeros(padded.shape, bool)
+    out[box] = closed
+    return out[tuple(slice(int(r), -int(r)) for r in reach)] | filled
 
 
 def mask_box(mask: np.ndarray, pad: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
@@ -170,6 +206,11 @@ def mask_box(mask: np.ndarray, pad: int | Sequence[int] = 0) -> tuple[slice, ...
 def _closing_radius(spacing: tuple[float, float, float]) -> np.ndarray:
     """Voxels along each axis of the 3 mm closing that :func:`surface_depth` applies first."""
     return np.maximum(1, np.round(3.0 / np.asarray(spacing)).astype(int))
+
+
+def _head_box(head: np.ndarray, spacing: tuple[float, float, float]) -> tuple[slice, ...] | None:
+    """The box :func:`_fill` needs: the head's, grown by the closing's reach and one voxel of air."""
+    return mask_box(head, _closing_radius(spacing) + 1)
 
 
 def _fill(head: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:

@@ -11,6 +11,7 @@ Run on demand (not in CI):
    (:func:`~deephealth_deid.deface.evaluate.check_labels`): the share of each
    feature's target changed, voxels within 6 mm of the brain changed, the
    eyeballs kept; and whether each head failing a criterion was flagged by QC.
+   ``--brain-mask`` gives each head its own brain label as its brain mask.
 2. For the real head and each variant (native, 1x1x5 mm, 7 mm axial, permuted
    and flipped axes, head tilted 15 degrees): the landmark criteria of
    :mod:`deephealth_deid.deface.evaluate`; then the same for five remapped
@@ -64,14 +65,20 @@ def synthetic_dice(model: str | None, n: int) -> dict[str, float]:
     return {k: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
 
 
-def synthetic_pipeline(model: str | None, n: int) -> bool:
-    """``dd.deface`` on the held-out heads, checked voxel by voxel; False if a failing head is not flagged."""
+def synthetic_pipeline(model: str | None, n: int, brain_mask: bool = False) -> bool:
+    """``dd.deface`` on the held-out heads, checked voxel by voxel; False if a failing head is not flagged.
+
+    With ``brain_mask``, each head's own brain label is given as its brain mask.
+    """
+    from deephealth_deid.data.phantom import LABELS
+
     gen = SynthHeadGenerator(seed=2_000_000)
     changed: dict[str, list[float]] = {}
     failed = silent = 0
     for i in range(n):
         image, labels = gen.sample(i)
-        out = dd.deface(image, model=model)
+        mask = labels.with_array((labels.array == LABELS["brain"]).astype(np.uint8)) if brain_mask else None
+        out = dd.deface(image, model=model, brain_mask=mask)
         rep = check_labels(image, out.volume, labels)
         for k, v in rep.changed_feature.items():
             changed.setdefault(k, []).append(v)
@@ -99,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", help="model file (default: the shipped one)")
     parser.add_argument("--synthetic", type=int, default=16, help="held-out synthetic heads (0 to skip)")
+    parser.add_argument(
+        "--brain-mask",
+        action="store_true",
+        help="give dd.deface each synthetic head's own brain label as its brain mask",
+    )
     parser.add_argument("--head", type=Path, default=ROOT / "tests/data/heads/chris_t1.nii.gz")
     parser.add_argument("--landmarks", type=Path, default=ROOT / "tests/data/heads/chris_t1_landmarks.json")
     parser.add_argument(
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             f"held-out synthetic heads (n={args.synthetic}): Dice "
             + ", ".join(f"{k} {v:.3f}" for k, v in d.items())
         )
-        synthetic_ok = synthetic_pipeline(args.model, args.synthetic)
+        synthetic_ok = synthetic_pipeline(args.model, args.synthetic, args.brain_mask)
 
     vol = dd.load_volume(args.head)
     marks, thr = load_landmarks(args.landmarks)

@@ -106,6 +106,9 @@ def test_a_brain_mask_keeps_everything_within_6_mm_of_the_brain_even_past_the_gu
     assert not changed[kept].any()
     assert out.qc.brain_kept > 0 and changed.any()  # the features still go
     assert (out.mask.array[changed] > 0).all()
+    assert any("the brain mask keeps" in f and "nose" in f for f in out.qc.flags)  # the brain, labelled nose
+    clean = deface(image, predictor=oracle_for(labels), face_depth_mm=0.0, brain_mask=mask)
+    assert not any("brain mask" in f for f in clean.qc.flags)  # a brain mask keeps none of a true face
 
 
 def test_a_brain_mask_that_cannot_keep_this_brain_is_refused(phantom):

@@ -243,4 +243,6 @@ def test_deid_deface_with_a_brain_mask_changes_nothing_near_it(tmp_path, chris_t
     )
     distance = np.linalg.norm(world + head.affine[:3, 3] - centre, axis=-1)
     assert not changed[distance <= 55.0 + 6.0 - 2.0].any()  # within 6 mm of the mask (less its 2 mm voxels)
-    assert record["brain_kept"] >= 0 and record["voxels"]["eyes"] > 0 and changed.any()
+    assert record["brain_kept"] > 0 and record["voxels"]["eyes"] > 0 and changed.any()
+    # This ball reaches the eyes: the case is flagged (exit code 3), naming what the mask kept.
+    assert code == 3 and any("the brain mask keeps" in f and "eyes" in f for f in record["flags"])

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..io.volume import Volume
 from .apply import MODES, apply_mask, background_values
-from .brain import check_brain_mask, near_brain
+from .brain import check_brain_mask, kept_features, near_brain
 from .conform import (
     Grid,
     conform,
@@ -228,6 +228,7 @@ def deface(
         if brain_mask is not None:
             near = near_brain(brain_mask, volume, box)
             brain_kept = int(np.count_nonzero((sub > 0) & near))
+            mirrored = mirrored + kept_features(sub, near)
             sub[near] = 0
         labels[box] = sub
     air = background_values(volume.array, _air_threshold(volume.array))

@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from ..io.volume import Volume
 from .conform import Grid, _sample
+from .postprocess import grow_box
 
 __all__ = ["BRAIN_KEEP_MM", "MAX_KEPT_SHARE", "check_brain_mask", "kept_features", "near_brain"]
 
@@ -71,12 +72,11 @@ def check_brain_mask(mask: object, volume: Volume) -> Volume:
     return mask
 
 
-def kept_features(labels: np.ndarray, near: np.ndarray) -> list[str]:
-    """QC flags for the features whose removal (``labels``) the brain mask (``near``) keeps in large part."""
-    from .pipeline import FEATURE_NAMES
-
+def kept_features(labels: np.ndarray, near: np.ndarray, names: dict[int, str]) -> list[str]:
+    """QC flags for the features (label value -> name) whose removal (``labels``) the brain mask
+    (``near``) keeps in large part."""
     flags = []
-    for value, name in FEATURE_NAMES.items():
+    for value, name in names.items():
         total = int(np.count_nonzero(labels == value))
         kept = int(np.count_nonzero(near & (labels == value)))
         if total and kept > MAX_KEPT_SHARE * total:
@@ -97,10 +97,7 @@ def near_brain(
     """
     spacing = np.asarray(volume.spacing, dtype=np.float64)
     pad = np.ceil(keep_mm / spacing).astype(int) + 1
-    grown = tuple(
-        slice(max(0, s.start - int(p)), min(n, s.stop + int(p)))
-        for s, p, n in zip(box, pad, volume.shape[:3], strict=True)
-    )
+    grown = grow_box(box, pad, volume.shape[:3])
     corner = np.eye(4)
     corner[:3, 3] = [s.start for s in grown]
     shape = tuple(s.stop - s.start for s in grown)

@@ -178,7 +178,7 @@ def deface(
         grid_spacing, grid_shape = 2.0, (112, 128, 128)
     image, grid = conform(volume, spacing=grid_spacing, shape=grid_shape)
     probs = predictor(image, grid)
-    probs, mirrored = complete_pairs(probs, grid_depth(image, grid.spacing) > 0, grid.spacing)
+    probs, notes = complete_pairs(probs, grid_depth(image, grid.spacing) > 0, grid.spacing)
     native_labels = map_back_labels(probs, grid, volume)
     # Everything after prediction happens in the box around the features (plus
     # the margin): the rest of the volume is never touched.
@@ -228,7 +228,7 @@ def deface(
         if brain_mask is not None:
             near = near_brain(brain_mask, volume, box)
             brain_kept = int(np.count_nonzero((sub > 0) & near))
-            mirrored = mirrored + kept_features(sub, near)
+            notes = notes + kept_features(sub, near, FEATURE_NAMES)
             sub[near] = 0
         labels[box] = sub
     air = background_values(volume.array, _air_threshold(volume.array))
@@ -242,7 +242,7 @@ def deface(
         clipped,
         (deep, deep_near_brain),
         voxel_mm3=float(np.prod(volume.spacing)),
-        notes=mirrored,
+        notes=notes,
         brain_kept=brain_kept,
     )
     for flag in qc.flags:

@@ -47,6 +47,7 @@ __all__ = [
     "guard_depth",
     "holes",
     "keep_plausible_components",
+    "grow_box",
     "mask_box",
     "surface_depth",
     "to_ras",
@@ -196,10 +197,15 @@ def mask_box(mask: np.ndarray, pad: int | Sequence[int] = 0) -> tuple[slice, ...
     found = ndimage.find_objects(np.asarray(mask, dtype=np.uint8))
     if not found:
         return None
-    pads = np.broadcast_to(np.asarray(pad, dtype=int), (mask.ndim,))
+    return grow_box(found[0], pad, mask.shape)
+
+
+def grow_box(box: tuple[slice, ...], pad: int | Sequence[int], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``box`` grown by ``pad`` voxels (per axis, or the same on all), clipped to an array of ``shape``."""
+    pads = np.broadcast_to(np.asarray(pad, dtype=int), (len(box),))
     return tuple(
         slice(max(0, b.start - int(p)), min(n, b.stop + int(p)))
-        for b, p, n in zip(found[0], pads, mask.shape, strict=True)
+        for b, p, n in zip(box, pads, shape, strict=True)
     )
 
 
@@ -296,10 +302,7 @@ def _grow(out: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, floa
     for k, sl in enumerate(ndimage.find_objects(comp), start=1):
         if sl is None:
             continue
-        box = tuple(
-            slice(max(0, s.start - int(p)), min(n, s.stop + int(p)))
-            for s, p, n in zip(sl, pad, labels.shape, strict=True)
-        )
+        box = grow_box(sl, pad, labels.shape)
         part = comp[box] == k
         dist, nearest = ndimage.distance_transform_edt(~part, sampling=spacing, return_indices=True)
         closer = (dist <= margin_mm) & (dist < best[box]) & ~(labels[box] > 0)
